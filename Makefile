@@ -1,0 +1,65 @@
+# oktadpop: `make` builds build/5.4/oktadpop.so; `make LUA=luajit` builds build/5.1/oktadpop.so.
+LUA        ?= lua5.4
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(LUA),luajit)
+  LUA_PC      := luajit
+  LUA_VERSION := 5.1
+else
+  LUA_PC      := lua5.4
+  LUA_VERSION := 5.4
+endif
+
+BUILD       := build/$(LUA_VERSION)
+SO          := $(BUILD)/oktadpop.so
+INSTALL_CMOD = $(PREFIX)/lib/lua/$(LUA_VERSION)
+INSTALL_LMOD = $(PREFIX)/share/lua/$(LUA_VERSION)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE
+# Lua headers only: the host program supplies the Lua symbols, so never -llua.
+CPPFLAGS += $(shell $(PKG_CONFIG) --cflags $(LUA_PC) libcrypto libcurl)
+LIBS     := $(shell $(PKG_CONFIG) --libs libcrypto libcurl)
+SRCS     := $(wildcard src/*.c)
+OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
+
+.PHONY: all test test-5.4 test-luajit install demo memcheck clean bootstrap luajit
+
+all: $(SO)
+
+$(BUILD)/%.o: src/%.c src/oktadpop.h src/compat.h | $(BUILD)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -c -o $@ $<
+
+$(SO): $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(OBJS) $(LIBS)
+
+$(BUILD):
+	mkdir -p $@
+
+luajit:
+	$(MAKE) LUA=luajit
+
+bootstrap:
+	@scripts/bootstrap
+
+# busted on both interpreters; scripts/test-summary adds every suite into one closing line.
+test: bootstrap
+	$(MAKE) all
+	$(MAKE) LUA=luajit all
+	@scripts/run-tests
+
+install: $(SO)
+	install -d $(DESTDIR)$(INSTALL_CMOD)
+	install -m 0755 $(SO) $(DESTDIR)$(INSTALL_CMOD)/oktadpop.so
+
+memcheck: bootstrap all
+	@scripts/memcheck
+
+demo: bootstrap all
+	@scripts/demo
+
+clean:
+	rm -rf build

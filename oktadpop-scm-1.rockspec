@@ -1,0 +1,32 @@
+rockspec_format = "3.0"
+package = "oktadpop"
+version = "scm-1"
+source = { url = "git+https://example.invalid/oktadpop.git" }
+description = {
+  summary = "Okta management API from Lua with OAuth 2.0 client credentials and DPoP (RFC 9449)",
+  detailed = [[
+A Lua C module: key loading, JWS and DPoP signing (OpenSSL 3), the private_key_jwt token
+exchange with the DPoP nonce retry, and management API calls over libcurl, answered as tables.
+]],
+  license = "MIT",
+}
+dependencies = { "lua >= 5.1", "lua-cjson" }
+external_dependencies = {
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    oktadpop = {
+      sources = {
+        "src/b64url.c", "src/compat.c", "src/dpop.c", "src/errors.c", "src/json.c",
+        "src/jws.c", "src/keys.c", "src/oktadpop.c", "src/url.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "crypto", "curl" },
+      incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)" },
+    },
+  },
+}

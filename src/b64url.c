@@ -1,0 +1,58 @@
+/* b64url.c: base64url without padding (RFC 7515 section 2) over OpenSSL's base64 coder. */
+#include <openssl/evp.h>
+#include <string.h>
+#include "oktadpop.h"
+
+size_t ok_b64url_len(size_t n) { return (n / 3) * 4 + (n % 3 ? n % 3 + 1 : 0); }
+
+size_t ok_b64url_encode(const unsigned char *in, size_t n, char *out) {
+  size_t done = 0, len = ok_b64url_len(n);
+  unsigned char block[4 * 48 + 1];
+  /* EVP_EncodeBlock NUL-terminates and pads, so encode in chunks into a scratch block. */
+  while (done < n) {
+    size_t chunk = n - done > 144 ? 144 : n - done;
+    int w = EVP_EncodeBlock(block, in + done, (int)chunk);
+    for (int i = 0; i < w; i++) {
+      unsigned char c = block[i];
+      if (c == '=') break;
+      out[(done / 3) * 4 + (size_t)i] = c == '+' ? '-' : c == '/' ? '_' : (char)c;
+    }
+    done += chunk;
+  }
+  return len;
+}
+
+long ok_b64url_decode(const char *in, size_t n, unsigned char *out) {
+  unsigned char quad[4];
+  size_t o = 0;
+  if (n % 4 == 1) return -1;
+  for (size_t i = 0; i < n; i += 4) {
+    size_t k = n - i < 4 ? n - i : 4;
+    for (size_t j = 0; j < 4; j++) {
+      if (j >= k) { quad[j] = '='; continue; }
+      char c = in[i + j];
+      if (c == '-') c = '+';
+      else if (c == '_') c = '/';
+      else if (c == '+' || c == '/' || c == '=') return -1; /* only the URL-safe alphabet */
+      quad[j] = (unsigned char)c;
+    }
+    int w = EVP_DecodeBlock(out + o, quad, 4);
+    if (w != 3) return -1;
+    o += 3 - (4 - k);
+  }
+  return (long)o;
+}
+
+void ok_b64url_push(lua_State *L, const unsigned char *in, size_t n) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  ok_b64url_add(&b, in, n);
+  luaL_pushresult(&b);
+}
+
+void ok_b64url_add(luaL_Buffer *b, const unsigned char *in, size_t n) {
+  size_t len = ok_b64url_len(n);
+  char *p = luaL_prepbuffsize(b, len);
+  ok_b64url_encode(in, n, p);
+  luaL_addsize(b, len);
+}

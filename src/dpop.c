@@ -1,0 +1,314 @@
+/* dpop.c: DPoP proofs (RFC 9449 section 4.2), their verification (section 4.3), ath, the
+ * htu normalisation Okta applies, and private_key_jwt client assertions (RFC 7523). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "oktadpop.h"
+
+#define OK_DEFAULT_MAX_AGE 60
+#define OK_DEFAULT_LEEWAY 10
+
+/* Pushes the normalised htu of url, or nil, err. */
+static int push_htu(lua_State *L, const char *url, size_t n) {
+  const char *why = NULL;
+  char *norm = ok_htu_normalize(url, n, &why);
+  if (!norm) return ok_fail(L, "config", "invalid htu: %s", why);
+  lua_pushstring(L, norm); /* may throw on OOM: the only allocation is freed right after */
+  free(norm);
+  return 1;
+}
+
+/* oktadpop.htu(url) -> the URL as a DPoP htu (scheme, host, path; decoded where safe). */
+int ok_htu(lua_State *L) {
+  size_t n;
+  const char *url = luaL_checklstring(L, 1, &n);
+  return push_htu(L, url, n);
+}
+
+static void ath_of(const char *token, size_t n, char out[44]) {
+  unsigned char md[32];
+  EVP_Digest(token, n, md, NULL, EVP_sha256(), NULL);
+  out[ok_b64url_encode(md, sizeof md, out)] = '\0';
+}
+
+/* oktadpop.ath(access_token): base64url(SHA-256(token)). */
+int ok_dpop_ath(lua_State *L) {
+  size_t n;
+  const char *token = luaL_checklstring(L, 1, &n);
+  char ath[44];
+  ath_of(token, n, ath);
+  lua_pushstring(L, ath);
+  return 1;
+}
+
+/* The protected header is the same for every proof of a key: made once, kept on the key. */
+static const char *dpop_header(ok_key *k) {
+  if (!k->dpop_header) {
+    const char *fmt = "{\"typ\":\"dpop+jwt\",\"alg\":\"%s\",\"jwk\":%s}";
+    size_t n = strlen(fmt) + strlen(k->jwk_canon) + 8;
+    char *json = malloc(n), *b64 = malloc(ok_b64url_len(n) + 1);
+    if (json && b64) {
+      int len = snprintf(json, n, fmt, ok_alg_name(k->alg), k->jwk_canon);
+      b64[ok_b64url_encode((unsigned char *)json, (size_t)len, b64)] = '\0';
+      k->dpop_header = b64;
+      b64 = NULL;
+    }
+    free(json);
+    free(b64);
+  }
+  return k->dpop_header;
+}
+
+/* Builds and signs a proof; ath is the base64url hash or NULL; jti NULL means a fresh one. */
+static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu, size_t htulen,
+                      const char *nonce, const char *ath, long long iat, const char *jti) {
+  char jtibuf[32], num[32];
+  const char *hdr = dpop_header(k);
+  luaL_Buffer b;
+  size_t plen;
+  const char *payload;
+  if (!hdr) return ok_fail(L, "crypto", "out of memory");
+  if (!k->is_private) return ok_fail(L, "key", "cannot sign a DPoP proof with a public key");
+  if (!jti) {
+    if (!ok_new_jti(jtibuf)) return ok_fail(L, "crypto", "RAND_bytes failed");
+    jtibuf[22] = '\0';
+    jti = jtibuf;
+  }
+  if (push_htu(L, htu, htulen) != 1) return 2;
+  htu = lua_tolstring(L, -1, &htulen);
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "{\"jti\":");
+  ok_json_add_string(L, &b, jti, strlen(jti));
+  luaL_addstring(&b, ",\"htm\":");
+  ok_json_add_string(L, &b, htm, strlen(htm));
+  luaL_addstring(&b, ",\"htu\":");
+  ok_json_add_string(L, &b, htu, htulen);
+  snprintf(num, sizeof num, ",\"iat\":%lld", iat);
+  luaL_addstring(&b, num);
+  if (nonce) {
+    luaL_addstring(&b, ",\"nonce\":");
+    ok_json_add_string(L, &b, nonce, strlen(nonce));
+  }
+  if (ath) {
+    luaL_addstring(&b, ",\"ath\":");
+    ok_json_add_string(L, &b, ath, strlen(ath));
+  }
+  luaL_addchar(&b, '}');
+  luaL_pushresult(&b);
+  payload = lua_tolstring(L, -1, &plen);
+  return ok_jws_sign(L, k, hdr, strlen(hdr), payload, plen) == 1 ? 1 : 2;
+}
+
+static int valid_method(const char *m) {
+  if (!*m) return 0;
+  for (; *m; m++) if (*m < 'A' || *m > 'Z') return 0;
+  return 1;
+}
+
+int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
+                 const char *nonce, const char *token, size_t toklen, long long iat) {
+  char ath[44];
+  if (token) ath_of(token, toklen, ath);
+  return dpop_build(L, key, htm, htu, strlen(htu), nonce, token ? ath : NULL, iat, NULL);
+}
+
+static const char *opt_str(lua_State *L, int t, const char *name, size_t *len) {
+  const char *s = NULL;
+  lua_getfield(L, t, name); /* left on the stack to keep it alive */
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "opts.%s must be a string", name);
+    s = lua_tolstring(L, -1, len);
+  }
+  return s;
+}
+
+static long long opt_time(lua_State *L, int t, const char *name, long long dflt) {
+  long long v = dflt;
+  lua_getfield(L, t, name);
+  if (!lua_isnil(L, -1)) v = (long long)luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=}) */
+int ok_dpop_proof(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  size_t htulen, toklen = 0;
+  const char *htm, *htu, *nonce, *token, *ath, *jti;
+  char athbuf[44];
+  luaL_checktype(L, 2, LUA_TTABLE);
+  htm = opt_str(L, 2, "htm", NULL);
+  htu = opt_str(L, 2, "htu", &htulen);
+  nonce = opt_str(L, 2, "nonce", NULL);
+  token = opt_str(L, 2, "access_token", &toklen);
+  ath = opt_str(L, 2, "ath", NULL);
+  jti = opt_str(L, 2, "jti", NULL);
+  if (!htm || !valid_method(htm)) return ok_fail(L, "config", "dpop_proof needs htm, an upper-case HTTP method");
+  if (!htu) return ok_fail(L, "config", "dpop_proof needs htu, the request URL");
+  if (token && !ath) { ath_of(token, toklen, athbuf); ath = athbuf; }
+  return dpop_build(L, k, htm, htu, htulen, nonce, ath, opt_time(L, 2, "iat", (long long)time(NULL)), jti);
+}
+
+int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char *aud,
+                      long long iat, long long lifetime) {
+  char jti[32], num[64];
+  luaL_Buffer b;
+  size_t hlen, plen;
+  const char *h, *p;
+  if (!ok_new_jti(jti)) return ok_fail(L, "crypto", "RAND_bytes failed");
+  jti[22] = '\0';
+  luaL_buffinit(L, &b); /* header */
+  luaL_addstring(&b, "{\"alg\":\"");
+  luaL_addstring(&b, ok_alg_name(k->alg));
+  luaL_addchar(&b, '"');
+  if (k->kid) {
+    luaL_addstring(&b, ",\"kid\":");
+    ok_json_add_string(L, &b, k->kid, strlen(k->kid));
+  }
+  luaL_addchar(&b, '}');
+  luaL_pushresult(&b);
+  h = lua_tolstring(L, -1, &hlen);
+  ok_b64url_push(L, (const unsigned char *)h, hlen);
+  luaL_buffinit(L, &b); /* claims */
+  luaL_addstring(&b, "{\"iss\":");
+  ok_json_add_string(L, &b, client_id, strlen(client_id));
+  luaL_addstring(&b, ",\"sub\":");
+  ok_json_add_string(L, &b, client_id, strlen(client_id));
+  luaL_addstring(&b, ",\"aud\":");
+  ok_json_add_string(L, &b, aud, strlen(aud));
+  snprintf(num, sizeof num, ",\"iat\":%lld,\"exp\":%lld,\"jti\":\"", iat, iat + lifetime);
+  luaL_addstring(&b, num);
+  luaL_addstring(&b, jti);
+  luaL_addstring(&b, "\"}");
+  luaL_pushresult(&b);
+  h = lua_tolstring(L, -2, &hlen);
+  p = lua_tolstring(L, -1, &plen);
+  return ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2;
+}
+
+/* oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}]) */
+int ok_client_assertion(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  const char *cid = luaL_checkstring(L, 2), *aud = luaL_checkstring(L, 3);
+  long long lifetime = 300, iat = (long long)time(NULL);
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lifetime = opt_time(L, 4, "lifetime", lifetime);
+    iat = opt_time(L, 4, "iat", iat);
+  }
+  if (lifetime <= 0 || lifetime > 3600) return ok_fail(L, "config", "assertion lifetime must be 1 to 3600 seconds");
+  if (!*cid) return ok_fail(L, "config", "client_id is empty");
+  return ok_assertion_make(L, k, cid, aud, iat, lifetime);
+}
+
+/* ---- verification (RFC 9449 section 4.3) ---- */
+
+static int proof_fail(lua_State *L, const char *check, const char *code, const char *msg) {
+  ok_fail(L, "crypto", "DPoP proof rejected: %s", msg);
+  ok_error_setstr(L, "check", check);
+  ok_error_setstr(L, "code", code);
+  return 2;
+}
+
+static int field_is(lua_State *L, int t, const char *name, const char *want) {
+  int ok;
+  lua_getfield(L, t, name);
+  ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
+ * leeway=, jti_seen=fn, now=}) -> claims, header, jkt | nil, err (err.check names the check) */
+int ok_dpop_verify(lua_State *L) {
+  static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "k", "oth", NULL};
+  static const char *const bad = "invalid_dpop_proof";
+  size_t plen, toklen = 0, hlen;
+  const char *proof = luaL_checklstring(L, 1, &plen), *htm, *htu, *token, *jkt, *nonce;
+  long long now, max_age, leeway;
+  double iat;
+  int hidx, cidx, kidx, alg, optidx;
+  ok_key *key;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  htm = opt_str(L, 2, "htm", NULL);
+  htu = opt_str(L, 2, "htu", &hlen);
+  token = opt_str(L, 2, "access_token", &toklen);
+  jkt = opt_str(L, 2, "jkt", NULL);
+  nonce = opt_str(L, 2, "nonce", NULL);
+  now = opt_time(L, 2, "now", (long long)time(NULL));
+  max_age = opt_time(L, 2, "max_age", OK_DEFAULT_MAX_AGE);
+  leeway = opt_time(L, 2, "leeway", OK_DEFAULT_LEEWAY);
+  if (!htm || !htu) return luaL_error(L, "verify_dpop_proof needs opts.htm and opts.htu");
+
+  if (ok_jws_decode(L, proof, plen) != 2 || lua_isnil(L, -2)) {
+    lua_getfield(L, -1, "message");
+    return proof_fail(L, "format", bad, lua_tostring(L, -1));
+  }
+  hidx = lua_gettop(L) - 1;
+  cidx = hidx + 1;
+  if (!field_is(L, hidx, "typ", "dpop+jwt")) return proof_fail(L, "typ", bad, "typ is not dpop+jwt");
+  lua_getfield(L, hidx, "alg");
+  alg = lua_type(L, -1) == LUA_TSTRING ? ok_alg_from_name(lua_tostring(L, -1)) : -1;
+  lua_pop(L, 1);
+  if (alg < 0) return proof_fail(L, "alg", bad, "alg is not one of RS256/384/512, ES256/384/512");
+  lua_getfield(L, hidx, "jwk");
+  if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad, "header has no jwk");
+  for (int i = 0; private_members[i]; i++) {
+    lua_getfield(L, -1, private_members[i]);
+    if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad, "jwk carries private key members");
+    lua_pop(L, 1);
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, ok_alg_name(alg));
+  lua_setfield(L, -2, "alg");
+  optidx = lua_gettop(L);
+  if (ok_key_load(L, optidx - 1, optidx) != 1) {
+    lua_getfield(L, -1, "message");
+    return proof_fail(L, "jwk", bad, lua_tostring(L, -1));
+  }
+  kidx = lua_gettop(L);
+  key = ok_key_check(L, kidx);
+  if (ok_jws_verify_at(L, 1, key, 0, bad)) return 2;
+  lua_pop(L, 2); /* the header and claims pushed again by the verifier */
+
+  if (!field_is(L, cidx, "htm", htm)) return proof_fail(L, "htm", bad, "htm does not match the request method");
+  if (push_htu(L, htu, hlen) != 1) return 2;
+  lua_getfield(L, cidx, "htu");
+  if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad, "htu is missing");
+  {
+    size_t n;
+    const char *claimed = lua_tolstring(L, -1, &n);
+    if (push_htu(L, claimed, n) != 1 || !lua_rawequal(L, -1, -3))
+      return proof_fail(L, "htu", bad, "htu does not match the request URL");
+  }
+  lua_getfield(L, cidx, "iat");
+  if (lua_type(L, -1) != LUA_TNUMBER) return proof_fail(L, "iat", bad, "iat is missing");
+  iat = lua_tonumber(L, -1);
+  if (iat > (double)(now + leeway)) return proof_fail(L, "iat", bad, "iat is in the future");
+  if (iat < (double)(now - max_age - leeway)) return proof_fail(L, "iat", bad, "proof is too old (iat)");
+  lua_getfield(L, cidx, "jti");
+  if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) < 16)
+    return proof_fail(L, "jti", bad, "jti is missing or shorter than 16 characters");
+  if (nonce && !field_is(L, cidx, "nonce", nonce))
+    return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one");
+  if (token) {
+    char ath[44];
+    ath_of(token, toklen, ath);
+    if (!field_is(L, cidx, "ath", ath)) return proof_fail(L, "ath", bad, "ath does not match the access token");
+  }
+  if (jkt && strcmp(jkt, key->thumbprint) != 0)
+    return proof_fail(L, "jkt", bad, "proof key does not match the token's cnf.jkt");
+  lua_getfield(L, 2, "jti_seen"); /* last, so only signed proofs reach the replay store */
+  if (!lua_isnil(L, -1)) {
+    lua_getfield(L, cidx, "jti");
+    lua_pushnumber(L, iat);
+    if (lua_pcall(L, 2, 1, 0) != 0)
+      return ok_fail(L, "config", "jti_seen callback failed: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    if (lua_toboolean(L, -1)) return proof_fail(L, "jti", bad, "jti has been used before (replay)");
+  }
+  lua_pushvalue(L, cidx);
+  lua_pushvalue(L, hidx);
+  lua_pushstring(L, key->thumbprint);
+  return 3;
+}

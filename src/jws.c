@@ -1,0 +1,317 @@
+/* jws.c: compact JWS (RFC 7515) with RS256/384/512 and ES256/384/512: signing (ECDSA as raw
+ * R||S, RFC 7518 section 3.4), verification against the key's own alg, decoding, and
+ * sign_jwt / decode_jwt / verify_jwt. */
+#include <string.h>
+#include <time.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include "oktadpop.h"
+
+#define OK_SIG_MAX 512 /* RSA-4096; ECDSA P-521 DER is 139 */
+
+size_t ok_new_jti(char *buf) {
+  unsigned char r[16]; /* 128 random bits */
+  if (RAND_bytes(r, sizeof r) != 1) return 0;
+  return ok_b64url_encode(r, sizeof r, buf);
+}
+
+/* DER ECDSA-Sig-Value to fixed-length R||S; returns the raw length or 0. */
+static size_t ecdsa_der_to_raw(const unsigned char *der, size_t dlen, unsigned char *raw, size_t half) {
+  const BIGNUM *r, *s;
+  ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)dlen);
+  size_t out = 0;
+  if (!sig) return 0;
+  ECDSA_SIG_get0(sig, &r, &s);
+  if (BN_bn2binpad(r, raw, (int)half) == (int)half && BN_bn2binpad(s, raw + half, (int)half) == (int)half)
+    out = 2 * half;
+  ECDSA_SIG_free(sig);
+  return out;
+}
+
+/* Signs input with key; sig gets the JOSE form. Returns its length or 0. Pure C. */
+static size_t sign_raw(ok_key *k, const char *input, size_t ilen, unsigned char *sig) {
+  unsigned char der[OK_SIG_MAX];
+  size_t slen = sizeof der, out = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (ctx && EVP_DigestSignInit(ctx, NULL, ok_alg_md(k->alg), NULL, k->pkey) == 1 &&
+      EVP_DigestSign(ctx, der, &slen, (const unsigned char *)input, ilen) == 1) {
+    if (ok_alg_is_ec(k->alg)) out = ecdsa_der_to_raw(der, slen, sig, ok_alg_ec_size(k->alg));
+    else { memcpy(sig, der, slen); out = slen; }
+  }
+  EVP_MD_CTX_free(ctx);
+  return out;
+}
+
+int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
+                const char *payload_json, size_t plen) {
+  unsigned char sig[OK_SIG_MAX];
+  size_t slen, ilen;
+  const char *input;
+  int iidx;
+  luaL_Buffer b;
+  if (!key->is_private) return ok_fail(L, "key", "cannot sign with a public key: load the private key");
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, header_b64, hlen);
+  luaL_addchar(&b, '.');
+  ok_b64url_add(&b, (const unsigned char *)payload_json, plen);
+  luaL_pushresult(&b);
+  iidx = lua_gettop(L);
+  input = lua_tolstring(L, iidx, &ilen);
+  slen = sign_raw(key, input, ilen, sig);
+  if (!slen) { lua_pop(L, 1); return ok_fail_ssl(L, "crypto", "signing failed"); }
+  luaL_buffinit(L, &b); /* absolute indexes below: 5.4's buffinit pushes a placeholder */
+  lua_pushvalue(L, iidx);
+  luaL_addvalue(&b);
+  luaL_addchar(&b, '.');
+  ok_b64url_add(&b, sig, slen);
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+  return 1;
+}
+
+int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t ilen,
+                      const unsigned char *sig, size_t slen) {
+  unsigned char der[OK_SIG_MAX], *p = der;
+  const unsigned char *use = sig;
+  size_t ulen = slen;
+  int ok = 0;
+  EVP_MD_CTX *ctx;
+  if (ok_alg_is_ec(alg)) { /* JOSE R||S back to DER for OpenSSL */
+    size_t half = ok_alg_ec_size(alg);
+    ECDSA_SIG *es;
+    BIGNUM *r, *s;
+    int dlen;
+    if (slen != 2 * half) return 0;
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(sig, (int)half, NULL);
+    s = BN_bin2bn(sig + half, (int)half, NULL);
+    if (!es || !r || !s || !ECDSA_SIG_set0(es, r, s)) {
+      BN_free(r); BN_free(s); ECDSA_SIG_free(es);
+      ERR_clear_error();
+      return 0;
+    }
+    dlen = i2d_ECDSA_SIG(es, &p);
+    ECDSA_SIG_free(es);
+    if (dlen <= 0) { ERR_clear_error(); return 0; }
+    use = der;
+    ulen = (size_t)dlen;
+  } else if (slen != (size_t)EVP_PKEY_get_size(key->pkey)) {
+    return 0;
+  }
+  ctx = EVP_MD_CTX_new();
+  if (ctx && EVP_DigestVerifyInit(ctx, NULL, ok_alg_md(alg), NULL, key->pkey) == 1)
+    ok = EVP_DigestVerify(ctx, use, ulen, (const unsigned char *)input, ilen) == 1;
+  EVP_MD_CTX_free(ctx);
+  ERR_clear_error();
+  return ok;
+}
+
+/* Decodes one base64url JSON part and pushes the decoded object; 0 (with nil, err) if bad. */
+static int decode_part(lua_State *L, const char *s, size_t n, const char *what) {
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, n);
+  long len = ok_b64url_decode(s, n, (unsigned char *)out);
+  if (len < 0) { luaL_pushresultsize(&b, 0); lua_pop(L, 1); ok_fail(L, "json", "malformed JWT: %s is not base64url", what); return 0; }
+  luaL_pushresultsize(&b, (size_t)len);
+  if (!ok_json_decode(L, lua_tostring(L, -1), (size_t)len)) {
+    lua_remove(L, -3);
+    lua_pop(L, 2);
+    ok_fail(L, "json", "malformed JWT: %s is not JSON", what);
+    return 0;
+  }
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1)) { lua_pop(L, 1); ok_fail(L, "json", "malformed JWT: %s is not a JSON object", what); return 0; }
+  return 1;
+}
+
+int ok_jws_decode(lua_State *L, const char *jwt, size_t len) {
+  const char *d1 = memchr(jwt, '.', len), *d2;
+  if (!d1 || !(d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - jwt))) ||
+      memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - jwt)))
+    return ok_fail(L, "json", "malformed JWT: expected three dot-separated parts");
+  if (!decode_part(L, jwt, (size_t)(d1 - jwt), "header")) return 2;
+  if (!decode_part(L, d1 + 1, (size_t)(d2 - d1 - 1), "payload")) { lua_remove(L, -3); return 2; }
+  return 2;
+}
+
+/* oktadpop.decode_jwt(jwt) -> header, claims: no verification, for inspection. */
+int ok_jws_decode_jwt(lua_State *L) {
+  size_t len;
+  const char *jwt = luaL_checklstring(L, 1, &len);
+  return ok_jws_decode(L, jwt, len);
+}
+
+/* Pushes the protected header's base64url for a header table at idx (after encoding). */
+static int push_header_b64(lua_State *L, int idx) {
+  size_t n;
+  const char *json;
+  if (!ok_json_encode(L, idx)) return 0;
+  json = lua_tolstring(L, -1, &n);
+  ok_b64url_push(L, (const unsigned char *)json, n);
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* oktadpop.sign_jwt(key, claims [, header]) -> jwt: alg and kid come from the key. */
+int ok_jws_sign_jwt(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  size_t hlen, plen;
+  const char *h, *p;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L); /* header: typ JWT, the caller's members, then alg/kid from the key */
+  lua_pushliteral(L, "JWT");
+  lua_setfield(L, -2, "typ");
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 3)) { lua_pushvalue(L, -2); lua_insert(L, -2); lua_settable(L, -4); }
+    lua_getfield(L, 3, "alg");
+    if (!lua_isnil(L, -1) && (!lua_isstring(L, -1) || strcmp(lua_tostring(L, -1), ok_alg_name(k->alg)) != 0))
+      return ok_fail(L, "config", "header alg must match the key's alg %s", ok_alg_name(k->alg));
+    lua_pop(L, 1);
+  }
+  lua_pushstring(L, ok_alg_name(k->alg));
+  lua_setfield(L, -2, "alg");
+  if (k->kid) {
+    lua_getfield(L, -1, "kid");
+    if (lua_isnil(L, -1)) { lua_pushstring(L, k->kid); lua_setfield(L, -3, "kid"); }
+    lua_pop(L, 1);
+  }
+  if (!push_header_b64(L, -1)) return 2;
+  if (!ok_json_encode(L, 2)) return 2;
+  h = lua_tolstring(L, -2, &hlen);
+  p = lua_tolstring(L, -1, &plen);
+  return ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2;
+}
+
+/* Reads a numeric claim; 1 when present and a number, 0 when absent, -1 when not a number. */
+static int claim_number(lua_State *L, int tidx, const char *name, double *out) {
+  int t;
+  lua_getfield(L, tidx, name);
+  t = lua_type(L, -1);
+  if (t == LUA_TNUMBER) *out = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return t == LUA_TNUMBER ? 1 : t == LUA_TNIL ? 0 : -1;
+}
+
+/* True when claim `name` equals want, or (aud) is an array containing it. */
+static int claim_matches(lua_State *L, int tidx, const char *name, const char *want) {
+  int ok = 0;
+  lua_getfield(L, tidx, name);
+  if (lua_type(L, -1) == LUA_TSTRING) ok = strcmp(lua_tostring(L, -1), want) == 0;
+  else if (lua_istable(L, -1)) {
+    int n = (int)lua_rawlen(L, -1);
+    for (int i = 1; i <= n && !ok; i++) {
+      lua_rawgeti(L, -1, i);
+      ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* Fails with a verification error naming the check. */
+static int verify_fail(lua_State *L, const char *check, const char *code, const char *msg) {
+  ok_fail(L, "crypto", "%s", msg);
+  ok_error_setstr(L, "check", check);
+  ok_error_setstr(L, "code", code);
+  return 2;
+}
+
+/* Verifies jwt (at idx) against key; on success leaves header, claims pushed and returns 0;
+ * else pushes nil, err and returns 2. opts at optidx (0: none): now, leeway, issuer,
+ * audience, typ. Used by verify_jwt and verify_dpop_proof. */
+int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char *code) {
+  size_t len, slen;
+  const char *jwt = luaL_checklstring(L, idx, &len), *dot2;
+  unsigned char sig[OK_SIG_MAX + 4];
+  long siglen;
+  double now = (double)time(NULL), leeway = 0, exp, nbf;
+  int hidx, cidx, r;
+
+  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+  hidx = lua_gettop(L) - 1;
+  cidx = hidx + 1;
+  if (optidx) {
+    lua_getfield(L, optidx, "now");
+    if (lua_isnumber(L, -1)) now = lua_tonumber(L, -1);
+    lua_getfield(L, optidx, "leeway");
+    if (lua_isnumber(L, -1)) leeway = lua_tonumber(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_getfield(L, hidx, "alg");
+  r = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), ok_alg_name(key->alg)) == 0;
+  lua_pop(L, 1);
+  if (!r) return verify_fail(L, "alg", code, "JWT alg does not match the key's alg");
+  dot2 = strrchr(jwt, '.');
+  slen = len - (size_t)(dot2 + 1 - jwt);
+  if (slen > ok_b64url_len(OK_SIG_MAX) || (siglen = ok_b64url_decode(dot2 + 1, slen, sig)) <= 0 ||
+      !ok_jws_verify_raw(key, key->alg, jwt, (size_t)(dot2 - jwt), sig, (size_t)siglen))
+    return verify_fail(L, "signature", code, "JWT signature is not valid for this key");
+  if ((r = claim_number(L, cidx, "exp", &exp)) < 0 || (r && now > exp + leeway))
+    return verify_fail(L, "exp", code, r < 0 ? "JWT exp is not a number" : "JWT has expired");
+  if ((r = claim_number(L, cidx, "nbf", &nbf)) < 0 || (r && now + leeway < nbf))
+    return verify_fail(L, "nbf", code, r < 0 ? "JWT nbf is not a number" : "JWT is not valid yet (nbf)");
+  if (optidx) {
+    static const char *const checks[][2] = {{"issuer", "iss"}, {"audience", "aud"}, {"subject", "sub"}};
+    for (int i = 0; i < 3; i++) {
+      lua_getfield(L, optidx, checks[i][0]);
+      if (lua_type(L, -1) == LUA_TSTRING && !claim_matches(L, cidx, checks[i][1], lua_tostring(L, -1))) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "JWT %s does not match", checks[i][1]);
+        return verify_fail(L, checks[i][1], code, lua_tostring(L, -1));
+      }
+      lua_pop(L, 1);
+    }
+    lua_getfield(L, optidx, "typ");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *want = lua_tostring(L, -1);
+      lua_getfield(L, hidx, "typ");
+      r = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
+      lua_pop(L, 2);
+      if (!r) return verify_fail(L, "typ", code, "JWT typ does not match");
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  return 0;
+}
+
+/* Loads the verification key for verify_jwt: any load_key source; a JWKS is searched by the
+ * token's kid. Pushes the key; returns 1, or pushes nil, err and returns 2. */
+static int verify_key(lua_State *L, int jwtidx, int keyidx) {
+  if (lua_istable(L, keyidx)) {
+    lua_getfield(L, keyidx, "keys");
+    int jwks = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (jwks) {
+      size_t len;
+      const char *jwt = lua_tolstring(L, jwtidx, &len);
+      if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 1);
+      lua_getfield(L, -2, "kid");
+      lua_setfield(L, -2, "kid");
+      lua_remove(L, -2);
+      return ok_key_load(L, keyidx, -1) == 1 ? 1 : 2;
+    }
+  }
+  return ok_key_load(L, keyidx, 0);
+}
+
+/* oktadpop.verify_jwt(jwt, key_or_jwk [, opts]) -> claims, header | nil, err */
+int ok_jws_verify_jwt(lua_State *L) {
+  ok_key *key;
+  int optidx = lua_isnoneornil(L, 3) ? 0 : 3;
+  luaL_checkstring(L, 1);
+  luaL_checkany(L, 2);
+  if (optidx) luaL_checktype(L, 3, LUA_TTABLE);
+  if (verify_key(L, 1, 2) != 1) return 2;
+  key = ok_key_check(L, -1);
+  if (ok_jws_verify_at(L, 1, key, optidx, "invalid_token")) return 2;
+  lua_insert(L, -2); /* claims, header */
+  return 2;
+}

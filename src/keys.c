@@ -1,0 +1,577 @@
+/* keys.c: the key object. Owns EVP_PKEY loading (PEM, JWK, JWKS, files), generation,
+ * validation (RSA 2048-4096, EC P-256/P-384/P-521), public JWK export, RFC 7638 thumbprints
+ * and PEM export. A key is parsed once; nothing here runs on the signing path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/decoder.h>
+#include <openssl/err.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include "oktadpop.h"
+
+#define OK_KEY_FILE_MAX (1024 * 1024) /* far above any key or JWKS; bounds what we read */
+
+static const struct {
+  const char *name, *md, *group; /* group: OpenSSL curve name for ES */
+  size_t ec_size;
+} alg_table[OK_ALG_COUNT] = {
+  {"RS256", "SHA256", NULL, 0},          {"RS384", "SHA384", NULL, 0},
+  {"RS512", "SHA512", NULL, 0},          {"ES256", "SHA256", "prime256v1", 32},
+  {"ES384", "SHA384", "secp384r1", 48},  {"ES512", "SHA512", "secp521r1", 66},
+};
+static const char *const jwk_curves[] = {"P-256", "P-384", "P-521"};
+
+const char *ok_alg_name(enum ok_alg alg) { return alg_table[alg].name; }
+int ok_alg_is_ec(enum ok_alg alg) { return alg_table[alg].group != NULL; }
+size_t ok_alg_ec_size(enum ok_alg alg) { return alg_table[alg].ec_size; }
+
+const EVP_MD *ok_alg_md(enum ok_alg alg) {
+  switch (alg) {
+    case OK_RS256: case OK_ES256: return EVP_sha256();
+    case OK_RS384: case OK_ES384: return EVP_sha384();
+    default: return EVP_sha512();
+  }
+}
+
+int ok_alg_from_name(const char *name) {
+  for (int i = 0; i < OK_ALG_COUNT; i++)
+    if (strcmp(name, alg_table[i].name) == 0) return i;
+  return -1;
+}
+
+static char *dup_str(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
+}
+
+/* ---- userdata life ---- */
+
+static ok_key *key_new(lua_State *L) {
+  ok_key *k = lua_newuserdata(L, sizeof *k);
+  memset(k, 0, sizeof *k);
+  luaL_setmetatable(L, OK_KEY_MT);
+  return k;
+}
+
+static int key_gc(lua_State *L) {
+  ok_key *k = luaL_checkudata(L, 1, OK_KEY_MT);
+  EVP_PKEY_free(k->pkey); /* OpenSSL clears private BIGNUMs as it frees them */
+  free(k->kid);
+  free(k->jwk_canon);
+  free(k->thumbprint);
+  free(k->dpop_header);
+  memset(k, 0, sizeof *k);
+  return 0;
+}
+
+ok_key *ok_key_check(lua_State *L, int idx) {
+  ok_key *k = luaL_checkudata(L, idx, OK_KEY_MT);
+  if (!k->pkey) luaL_argerror(L, idx, "key has been freed");
+  return k;
+}
+
+/* ---- validation and derived data ---- */
+
+static int pkey_has_private(EVP_PKEY *pkey) {
+  BIGNUM *bn = NULL;
+  int ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_D, &bn) ||
+           EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &bn);
+  BN_clear_free(bn);
+  ERR_clear_error();
+  return ok;
+}
+
+/* Index of the key's curve in alg_table (ES256..ES512), or -1. */
+static int pkey_ec_alg(EVP_PKEY *pkey, char *group, size_t gsz) {
+  size_t glen = 0;
+  if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, gsz, &glen)) {
+    snprintf(group, gsz, "unknown");
+    return -1;
+  }
+  for (int i = OK_ES256; i <= OK_ES512; i++)
+    if (strcmp(group, alg_table[i].group) == 0) return i;
+  return -1;
+}
+
+/* Appends the base64url of a BIGNUM param, left-padded to pad bytes (0: minimal). */
+static int add_bn_b64(luaL_Buffer *b, EVP_PKEY *pkey, const char *param, size_t pad) {
+  BIGNUM *bn = NULL;
+  unsigned char buf[600];
+  int n;
+  if (!EVP_PKEY_get_bn_param(pkey, param, &bn)) return 0;
+  n = pad ? BN_bn2binpad(bn, buf, (int)pad) : BN_bn2bin(bn, buf);
+  BN_free(bn);
+  if (n <= 0) return 0;
+  ok_b64url_add(b, buf, (size_t)n);
+  return 1;
+}
+
+/* Checks type, size and curve; settles alg (requested or default); builds the canonical JWK
+ * and thumbprint. Returns NULL or an error message (static or on the Lua stack). */
+static const char *key_finish(lua_State *L, ok_key *k, const char *want_alg, const char *kid) {
+  static char msg[160];
+  EVP_PKEY *pkey = k->pkey;
+  int base = EVP_PKEY_get_base_id(pkey), alg;
+  luaL_Buffer b;
+  unsigned char md[32];
+  char group[64];
+
+  if (base == EVP_PKEY_RSA) {
+    int bits = EVP_PKEY_get_bits(pkey);
+    if (bits < 2048) {
+      snprintf(msg, sizeof msg, "RSA key of %d bits is too weak: at least 2048 bits required", bits);
+      return msg;
+    }
+    if (bits > 4096) {
+      snprintf(msg, sizeof msg, "RSA key of %d bits is not supported: at most 4096 bits", bits);
+      return msg;
+    }
+    alg = OK_RS256;
+  } else if (base == EVP_PKEY_EC) {
+    alg = pkey_ec_alg(pkey, group, sizeof group);
+    if (alg < 0) {
+      snprintf(msg, sizeof msg, "unsupported EC curve %s: use P-256, P-384 or P-521", group);
+      return msg;
+    }
+  } else {
+    return "unsupported key type: use RSA or EC (P-256, P-384, P-521)";
+  }
+  if (want_alg) {
+    int w = ok_alg_from_name(want_alg);
+    if (w < 0) {
+      snprintf(msg, sizeof msg, "unsupported alg '%.20s': use RS256/384/512 or ES256/384/512", want_alg);
+      return msg;
+    }
+    if (base == EVP_PKEY_RSA ? ok_alg_is_ec(w) : w != alg) {
+      snprintf(msg, sizeof msg, "alg %s does not fit this %s key", alg_table[w].name,
+               base == EVP_PKEY_RSA ? "RSA" : jwk_curves[alg - OK_ES256]);
+      return msg;
+    }
+    alg = w;
+  }
+  k->alg = alg;
+  k->is_private = pkey_has_private(pkey);
+  if (kid && !(k->kid = dup_str(kid))) return "out of memory";
+
+  /* RFC 7638: required members only, lexicographic order, no whitespace. All values are
+   * base64url or fixed names, so no escaping is needed. */
+  luaL_buffinit(L, &b);
+  if (base == EVP_PKEY_RSA) {
+    luaL_addstring(&b, "{\"e\":\"");
+    if (!add_bn_b64(&b, pkey, OSSL_PKEY_PARAM_RSA_E, 0)) return "cannot read RSA public key";
+    luaL_addstring(&b, "\",\"kty\":\"RSA\",\"n\":\"");
+    if (!add_bn_b64(&b, pkey, OSSL_PKEY_PARAM_RSA_N, 0)) return "cannot read RSA public key";
+  } else {
+    size_t sz = alg_table[alg].ec_size;
+    luaL_addstring(&b, "{\"crv\":\"");
+    luaL_addstring(&b, jwk_curves[alg - OK_ES256]);
+    luaL_addstring(&b, "\",\"kty\":\"EC\",\"x\":\"");
+    if (!add_bn_b64(&b, pkey, OSSL_PKEY_PARAM_EC_PUB_X, sz)) return "cannot read EC public key";
+    luaL_addstring(&b, "\",\"y\":\"");
+    if (!add_bn_b64(&b, pkey, OSSL_PKEY_PARAM_EC_PUB_Y, sz)) return "cannot read EC public key";
+  }
+  luaL_addstring(&b, "\"}");
+  luaL_pushresult(&b);
+  {
+    size_t n;
+    const char *canon = lua_tolstring(L, -1, &n);
+    char tp[44];
+    if (!(k->jwk_canon = dup_str(canon))) return "out of memory";
+    if (!EVP_Digest(canon, n, md, NULL, EVP_sha256(), NULL)) return "SHA-256 failed";
+    tp[ok_b64url_encode(md, sizeof md, tp)] = '\0';
+    if (!(k->thumbprint = dup_str(tp))) return "out of memory";
+  }
+  lua_pop(L, 1);
+  ERR_clear_error();
+  return NULL;
+}
+
+/* ---- PEM ---- */
+
+static const char *pem_decode(EVP_PKEY **out, const char *pem, size_t n, const char *pass) {
+  OSSL_DECODER_CTX *dctx;
+  const unsigned char *p = (const unsigned char *)pem;
+  size_t left = n;
+  int encrypted = memmem(pem, n, "ENCRYPTED", 9) != NULL;
+
+  if (encrypted && !pass) return "the private key is encrypted: pass opts.passphrase";
+  dctx = OSSL_DECODER_CTX_new_for_pkey(out, "PEM", NULL, NULL, 0, NULL, NULL);
+  if (!dctx) return "out of memory";
+  if (pass) OSSL_DECODER_CTX_set_passphrase(dctx, (const unsigned char *)pass, strlen(pass));
+  int ok = OSSL_DECODER_from_data(dctx, &p, &left);
+  OSSL_DECODER_CTX_free(dctx);
+  ERR_clear_error();
+  if (ok && *out) return NULL;
+  if (encrypted) return "cannot decrypt the private key: wrong passphrase or corrupt PEM";
+  return "corrupt PEM: no RSA or EC key could be decoded";
+}
+
+/* ---- JWK ---- */
+
+typedef struct { const char *s; size_t n; } field;
+
+/* Decodes a base64url member into a fresh BIGNUM; NULL when absent or invalid. */
+static BIGNUM *field_bn(const field *f, int *bad) {
+  unsigned char buf[1100];
+  long n;
+  BIGNUM *bn;
+  if (!f->s) return NULL;
+  if (f->n > 4 * sizeof buf / 3 || (n = ok_b64url_decode(f->s, f->n, buf)) <= 0) { *bad = 1; return NULL; }
+  bn = BN_bin2bn(buf, (int)n, NULL);
+  OPENSSL_cleanse(buf, sizeof buf);
+  if (!bn) *bad = 1;
+  return bn;
+}
+
+enum { F_KTY, F_N, F_E, F_D, F_P, F_Q, F_DP, F_DQ, F_QI, F_CRV, F_X, F_Y, F_ALG, F_KID, F_USE, F_COUNT };
+static const char *const jwk_names[F_COUNT] = {"kty", "n", "e", "d", "p", "q", "dp", "dq", "qi",
+                                               "crv", "x", "y", "alg", "kid", "use"};
+
+/* Builds an EVP_PKEY from JWK members with no Lua calls, so nothing can unwind past the
+ * cleanup. Returns NULL or an error message. */
+static const char *jwk_build(EVP_PKEY **out, const field *f) {
+  static const char *const rsa_params[] = {
+      OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
+      OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2, OSSL_PKEY_PARAM_RSA_EXPONENT1,
+      OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+  const char *err = NULL;
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM *params = NULL;
+  EVP_PKEY_CTX *ctx = NULL;
+  BIGNUM *bns[8] = {0};
+  unsigned char point[1 + 2 * 66];
+  int bad = 0, is_rsa, private = f[F_D].s != NULL;
+
+  if (!bld) return "out of memory";
+  is_rsa = f[F_KTY].n == 3 && memcmp(f[F_KTY].s, "RSA", 3) == 0;
+  if (is_rsa) {
+    if (!f[F_N].s || !f[F_E].s) { err = "RSA JWK needs n and e"; goto done; }
+    for (int i = 0; i < 8; i++) {
+      bns[i] = field_bn(&f[F_N + i], &bad);
+      if (bns[i]) OSSL_PARAM_BLD_push_BN(bld, rsa_params[i], bns[i]);
+    }
+    if (private && !(bns[3] && bns[4] && bns[5] && bns[6] && bns[7]) &&
+        (f[F_P].s || f[F_Q].s || f[F_DP].s || f[F_DQ].s || f[F_QI].s)) {
+      err = "RSA JWK has only some of p, q, dp, dq, qi"; goto done;
+    }
+  } else {
+    int c = -1;
+    size_t sz;
+    long xn, yn;
+    for (int i = 0; i < 3; i++)
+      if (f[F_CRV].s && strlen(jwk_curves[i]) == f[F_CRV].n && memcmp(f[F_CRV].s, jwk_curves[i], f[F_CRV].n) == 0) c = i;
+    if (c < 0) { err = "unsupported EC JWK crv: use P-256, P-384 or P-521"; goto done; }
+    if (!f[F_X].s || !f[F_Y].s) { err = "EC JWK needs x and y"; goto done; }
+    sz = alg_table[OK_ES256 + c].ec_size;
+    point[0] = 4; /* uncompressed point: 04 || x || y */
+    if (f[F_X].n != ok_b64url_len(sz) || f[F_Y].n != ok_b64url_len(sz) ||
+        (xn = ok_b64url_decode(f[F_X].s, f[F_X].n, point + 1)) != (long)sz ||
+        (yn = ok_b64url_decode(f[F_Y].s, f[F_Y].n, point + 1 + sz)) != (long)sz) {
+      err = "EC JWK x or y has the wrong length for its curve"; goto done;
+    }
+    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, alg_table[OK_ES256 + c].group, 0);
+    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * sz);
+    if (private && (bns[0] = field_bn(&f[F_D], &bad)))
+      OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bns[0]);
+  }
+  if (bad) { err = "JWK member is not valid base64url"; goto done; }
+  if (!(params = OSSL_PARAM_BLD_to_param(bld)) ||
+      !(ctx = EVP_PKEY_CTX_new_from_name(NULL, is_rsa ? "RSA" : "EC", NULL)) ||
+      EVP_PKEY_fromdata_init(ctx) <= 0 ||
+      EVP_PKEY_fromdata(ctx, out, private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+    err = is_rsa ? "RSA JWK does not describe a valid key"
+                 : "EC JWK does not describe a valid key: the point is not on the curve";
+    goto done;
+  }
+  EVP_PKEY_CTX_free(ctx);
+  /* A point off the curve or a private part that does not match the public one is refused. */
+  ctx = EVP_PKEY_CTX_new_from_pkey(NULL, *out, NULL);
+  if (!ctx || (!is_rsa && EVP_PKEY_public_check(ctx) <= 0) ||
+      (private && EVP_PKEY_pairwise_check(ctx) <= 0)) {
+    err = "JWK key check failed: the point is not on the curve or the private part does not match";
+    EVP_PKEY_free(*out);
+    *out = NULL;
+  }
+done:
+  for (int i = 0; i < 8; i++) BN_clear_free(bns[i]);
+  OSSL_PARAM_free(params); /* OSSL_PARAM_clear_free is 3.0.?: these only point at freed copies */
+  OSSL_PARAM_BLD_free(bld);
+  EVP_PKEY_CTX_free(ctx);
+  ERR_clear_error();
+  return err;
+}
+
+/* Table at idx is a JWK (or a JWKS: one key, or the one whose kid matches want_kid); fills
+ * *out, *alg and *kid (valid until the caller resets the stack, which it must do). Returns
+ * NULL or an error message. */
+static const char *jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *want_kid,
+                            const char **alg, const char **kid) {
+  static char msg[128];
+  field f[F_COUNT];
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, "keys");
+  if (lua_istable(L, -1)) { /* a JWKS */
+    int n = (int)lua_rawlen(L, -1), pick = 0;
+    for (int i = 1; i <= n && want_kid; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_getfield(L, -1, "kid");
+      if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), want_kid) == 0) pick = i;
+      lua_pop(L, 2);
+    }
+    if (!want_kid && n == 1) pick = 1;
+    if (!pick) {
+      snprintf(msg, sizeof msg, want_kid ? "no key with that kid in the JWKS" :
+               "the JWKS holds %d keys: pass opts.kid to choose one", n);
+      return msg;
+    }
+    lua_rawgeti(L, -1, pick);
+    lua_replace(L, idx);
+  }
+  lua_pop(L, 1);
+  if (!lua_istable(L, idx)) return "JWKS entry is not an object";
+  luaL_checkstack(L, F_COUNT, "JWK");
+  for (int i = 0; i < F_COUNT; i++) { /* values stay on the stack while f points into them */
+    lua_getfield(L, idx, jwk_names[i]);
+    f[i].s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &f[i].n) : NULL;
+    if (!f[i].s && !lua_isnil(L, -1)) {
+      snprintf(msg, sizeof msg, "JWK member '%s' must be a string", jwk_names[i]);
+      return msg;
+    }
+  }
+  if (!f[F_KTY].s) return "JWK has no kty";
+  if (strcmp(f[F_KTY].s, "oct") == 0) return "symmetric (oct) JWKs are not supported: use an RSA or EC key";
+  if (strcmp(f[F_KTY].s, "RSA") != 0 && strcmp(f[F_KTY].s, "EC") != 0) return "unsupported JWK kty: use RSA or EC";
+  if (f[F_USE].s && strcmp(f[F_USE].s, "sig") != 0) return "JWK use is not \"sig\"";
+  *alg = f[F_ALG].s;
+  *kid = f[F_KID].s;
+  return jwk_build(out, f);
+}
+
+/* ---- sources: key object, JWK table, PEM or JWK string, file path ---- */
+
+/* Reads a key file into a userdata left on the stack (no leak if anything later throws). */
+static const char *file_read(lua_State *L, const char *path, const char **data, size_t *len) {
+  static char msg[160];
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  char *buf;
+  size_t got = 0;
+  if (fd < 0) {
+    snprintf(msg, sizeof msg, "cannot open key file: %s", strerror(errno));
+    return msg;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return "key path is not a regular file"; }
+  if (st.st_size > OK_KEY_FILE_MAX) { close(fd); return "key file is larger than 1 MiB: not a key"; }
+  buf = lua_newuserdata(L, (size_t)st.st_size + 1); /* may throw: fd is closed on that path */
+  while (got < (size_t)st.st_size) {
+    ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  buf[got] = '\0';
+  *data = buf;
+  *len = got;
+  return NULL;
+}
+
+/* What a string source is: "pem", "json" or a file path. */
+static const char *text_kind(const char *s, size_t n) {
+  while (n && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++, n--;
+  if (n >= 10 && memcmp(s, "-----BEGIN", 10) == 0) return "pem";
+  if (n && *s == '{') return "json";
+  return NULL;
+}
+
+static const char *opt_string(lua_State *L, int optidx, const char *name) {
+  if (!optidx) return NULL;
+  lua_getfield(L, optidx, name); /* left on the stack so the string stays alive */
+  if (lua_isnil(L, -1)) return NULL;
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "opts.%s must be a string", name);
+  return lua_tostring(L, -1);
+}
+
+int ok_key_load(lua_State *L, int idx, int optidx) {
+  const char *pass, *want_alg, *want_kid, *err = NULL, *jalg = NULL, *jkid = NULL;
+  const char *text = NULL;
+  size_t tlen = 0;
+  ok_key *k;
+  int kidx;
+
+  idx = lua_absindex(L, idx);
+  if (optidx && lua_isnoneornil(L, optidx)) optidx = 0;
+  if (optidx) { optidx = lua_absindex(L, optidx); luaL_checktype(L, optidx, LUA_TTABLE); }
+  pass = opt_string(L, optidx, "passphrase");
+  want_alg = opt_string(L, optidx, "alg");
+  want_kid = opt_string(L, optidx, "kid");
+
+  if (luaL_testudata(L, idx, OK_KEY_MT)) { /* a key object: itself, or a twin with new alg/kid */
+    ok_key *src = ok_key_check(L, idx);
+    if (!want_alg && !want_kid) { lua_pushvalue(L, idx); return 1; }
+    k = key_new(L);
+    kidx = lua_gettop(L);
+    EVP_PKEY_up_ref(src->pkey);
+    k->pkey = src->pkey;
+    err = key_finish(L, k, want_alg ? want_alg : ok_alg_name(src->alg), want_kid ? want_kid : src->kid);
+    if (err) return ok_fail(L, "key", "%s", err);
+    lua_pushvalue(L, kidx);
+    return 1;
+  }
+  k = key_new(L);
+  kidx = lua_gettop(L);
+  if (lua_istable(L, idx)) {
+    lua_pushvalue(L, idx);
+    err = jwk_load(L, -1, &k->pkey, want_kid, &jalg, &jkid);
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *kind;
+    text = lua_tolstring(L, idx, &tlen);
+    kind = text_kind(text, tlen);
+    if (!kind) { /* a path */
+      if (tlen > 4096 || memchr(text, '\n', tlen)) return ok_fail(L, "key", "key source is neither PEM, JWK JSON nor a file path");
+      if ((err = file_read(L, text, &text, &tlen))) return ok_fail(L, "key", "%s", err);
+      kind = text_kind(text, tlen);
+      if (!kind) return ok_fail(L, "key", "key file holds neither PEM nor JWK JSON");
+    }
+    if (kind[0] == 'p') {
+      err = pem_decode(&k->pkey, text, tlen, pass);
+    } else if (!ok_json_decode(L, text, tlen)) {
+      return ok_fail(L, "key", "corrupt JWK JSON");
+    } else if (!lua_istable(L, -1)) {
+      return ok_fail(L, "key", "JWK JSON is not an object");
+    } else {
+      err = jwk_load(L, -1, &k->pkey, want_kid, &jalg, &jkid);
+    }
+    if (lua_type(L, kidx + 1) == LUA_TUSERDATA) OPENSSL_cleanse((void *)text, tlen); /* file copy */
+  } else {
+    return luaL_argerror(L, idx, "expected a key, a JWK table, a PEM or JWK string, or a file path");
+  }
+  if (!err) err = key_finish(L, k, want_alg ? want_alg : jalg, want_kid ? want_kid : jkid);
+  if (err) return ok_fail(L, "key", "%s", err);
+  lua_pushvalue(L, kidx);
+  return 1;
+}
+
+/* oktadpop.load_key(source [, {passphrase=, kid=, alg=}]) */
+int ok_key_loadkey(lua_State *L) {
+  luaL_checkany(L, 1);
+  return ok_key_load(L, 1, 2);
+}
+
+/* oktadpop.generate_key([alg [, {bits=, kid=}]]): a new key in memory, never on disk. */
+int ok_key_generate(lua_State *L) {
+  const char *name = luaL_optstring(L, 1, "ES256");
+  int alg = ok_alg_from_name(name), bits = 2048;
+  const char *kid = NULL, *err;
+  ok_key *k;
+  if (alg < 0) return ok_fail(L, "config", "unsupported alg '%s': use RS256/384/512 or ES256/384/512", name);
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "bits");
+    if (!lua_isnil(L, -1)) bits = (int)luaL_checkinteger(L, -1);
+    kid = opt_string(L, 2, "kid");
+  }
+  if (!ok_alg_is_ec(alg) && (bits < 2048 || bits > 4096))
+    return ok_fail(L, "config", "RSA key size %d is out of range: 2048 to 4096 bits", bits);
+  k = key_new(L);
+  k->pkey = ok_alg_is_ec(alg) ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", jwk_curves[alg - OK_ES256])
+                              : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+  if (!k->pkey) return ok_fail_ssl(L, "crypto", "key generation failed");
+  if ((err = key_finish(L, k, name, kid))) return ok_fail(L, "key", "%s", err);
+  return 1;
+}
+
+/* ---- methods ---- */
+
+/* key:public_jwk(): {kty=, n=, e= | crv=, x=, y=, kid=, alg=, use="sig"}; never private members. */
+static int key_public_jwk(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  if (!ok_json_decode(L, k->jwk_canon, strlen(k->jwk_canon))) return lua_error(L);
+  if (k->kid) { lua_pushstring(L, k->kid); lua_setfield(L, -2, "kid"); }
+  lua_pushstring(L, ok_alg_name(k->alg));
+  lua_setfield(L, -2, "alg");
+  lua_pushliteral(L, "sig");
+  lua_setfield(L, -2, "use");
+  return 1;
+}
+
+static int key_thumbprint(lua_State *L) {
+  lua_pushstring(L, ok_key_check(L, 1)->thumbprint);
+  return 1;
+}
+
+/* key:to_pem([private]): SPKI public PEM; PKCS#8 private PEM only when asked. */
+static int key_to_pem(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  int private = lua_toboolean(L, 2), ok;
+  luaL_Buffer b;
+  char *dst;
+  BIO *bio;
+  if (private && !k->is_private) return ok_fail(L, "key", "this is a public key: there is no private PEM");
+  dst = luaL_buffinitsize(L, &b, 16384); /* room for RSA-4096 PKCS#8; reserved before the BIO */
+  bio = BIO_new(private ? BIO_s_secmem() : BIO_s_mem());
+  if (!bio) return ok_fail_ssl(L, "crypto", "cannot allocate a BIO");
+  ok = private ? PEM_write_bio_PrivateKey(bio, k->pkey, NULL, NULL, 0, NULL, NULL)
+               : PEM_write_bio_PUBKEY(bio, k->pkey);
+  int n = ok ? BIO_read(bio, dst, 16384) : -1;
+  BIO_free(bio);
+  if (n <= 0) return ok_fail_ssl(L, "crypto", "cannot write PEM");
+  luaL_pushresultsize(&b, (size_t)n);
+  return 1;
+}
+
+static const char *key_kty(const ok_key *k) { return ok_alg_is_ec(k->alg) ? "EC" : "RSA"; }
+
+static int key_tostring(lua_State *L) {
+  ok_key *k = luaL_checkudata(L, 1, OK_KEY_MT);
+  if (!k->pkey) { lua_pushliteral(L, "oktadpop.key (freed)"); return 1; }
+  lua_pushfstring(L, "oktadpop.key: %s %s %s, kid=%s, thumbprint=%s",
+                  ok_alg_is_ec(k->alg) ? jwk_curves[k->alg - OK_ES256] : "RSA",
+                  k->is_private ? "private" : "public", ok_alg_name(k->alg),
+                  k->kid ? k->kid : "none", k->thumbprint);
+  return 1;
+}
+
+/* key.alg, key.kid, key.kty, key.private, key.bits, and the methods. */
+static int key_index(lua_State *L) {
+  ok_key *k = ok_key_check(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  if (strcmp(name, "alg") == 0) lua_pushstring(L, ok_alg_name(k->alg));
+  else if (strcmp(name, "kid") == 0) { if (k->kid) lua_pushstring(L, k->kid); else lua_pushnil(L); }
+  else if (strcmp(name, "kty") == 0) lua_pushstring(L, key_kty(k));
+  else if (strcmp(name, "private") == 0) lua_pushboolean(L, k->is_private);
+  else if (strcmp(name, "bits") == 0) lua_pushinteger(L, EVP_PKEY_get_bits(k->pkey));
+  else lua_getfield(L, lua_upvalueindex(1), name);
+  return 1;
+}
+
+void ok_keys_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"public_jwk", key_public_jwk}, {"thumbprint", key_thumbprint}, {"to_pem", key_to_pem}, {NULL, NULL}};
+  if (luaL_newmetatable(L, OK_KEY_MT)) {
+    lua_pushcfunction(L, key_gc);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushcfunction(L, key_gc);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, key_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "oktadpop.key");
+    lua_setfield(L, -2, "__name");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, key_index, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,118 @@
+/* oktadpop.h: private declarations shared by the module's C files (not installed). */
+#ifndef OKTADPOP_H
+#define OKTADPOP_H
+
+#include <stddef.h>
+#include <openssl/evp.h>
+#include "compat.h"
+
+#define OKTADPOP_VERSION "0.1.0"
+
+/* Metatable and registry names (string keys: LuaJIT-safe). */
+#define OK_KEY_MT    "oktadpop.key"
+#define OK_ERROR_MT  "oktadpop.error"
+#define OK_CLIENT_MT "oktadpop.client"
+#define OK_OP_MT     "oktadpop.operation"
+#define OK_JSON_REG  "oktadpop.cjson"
+
+/* ---- errors.c: error objects ---- */
+/* Pushes an error object {kind=, message=}; returns 1 (one value pushed). */
+int ok_error_push(lua_State *L, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Pushes nil and an error object; returns 2, for `return ok_fail(...)`. */
+int ok_fail(lua_State *L, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Like ok_fail, with the OpenSSL error queue's first reason appended; clears the queue. */
+int ok_fail_ssl(lua_State *L, const char *kind, const char *what);
+/* Sets field `name` of the error object at the top of the stack. */
+void ok_error_setstr(lua_State *L, const char *name, const char *value);
+void ok_error_setint(lua_State *L, const char *name, lua_Integer value);
+void ok_errors_open(lua_State *L);
+
+/* ---- b64url.c: base64url without padding (RFC 7515 section 2) ---- */
+size_t ok_b64url_len(size_t n);
+/* Writes ok_b64url_len(n) chars (no NUL) to out; returns that length. */
+size_t ok_b64url_encode(const unsigned char *in, size_t n, char *out);
+/* Decodes into out (room for n*3/4+3); returns the length or -1 on bad input. */
+long ok_b64url_decode(const char *in, size_t n, unsigned char *out);
+void ok_b64url_push(lua_State *L, const unsigned char *in, size_t n);
+void ok_b64url_add(luaL_Buffer *b, const unsigned char *in, size_t n);
+
+/* ---- json.c: lua-cjson reached through Lua ---- */
+void ok_json_open(lua_State *L);
+/* Encodes the value at idx; pushes the JSON string, or nil + error object; returns 1 on success. */
+int ok_json_encode(lua_State *L, int idx);
+/* Decodes s; pushes the value, or nil + error object; returns 1 on success. */
+int ok_json_decode(lua_State *L, const char *s, size_t n);
+/* Appends the JSON string literal of s to b (cjson does the escaping). */
+void ok_json_add_string(lua_State *L, luaL_Buffer *b, const char *s, size_t n);
+void ok_json_push_null(lua_State *L);
+
+/* ---- keys.c: EVP_PKEY userdata, JWK, PEM, thumbprints ---- */
+enum ok_alg { OK_RS256, OK_RS384, OK_RS512, OK_ES256, OK_ES384, OK_ES512, OK_ALG_COUNT };
+typedef struct ok_key {
+  EVP_PKEY *pkey;
+  int is_private;
+  enum ok_alg alg;
+  char *kid;           /* NULL when none */
+  char *jwk_canon;     /* RFC 7638 canonical public JWK JSON */
+  char *thumbprint;    /* base64url SHA-256 of jwk_canon */
+  char *dpop_header;   /* base64url of the DPoP protected header, made on first use */
+} ok_key;
+
+const char *ok_alg_name(enum ok_alg alg);
+int ok_alg_from_name(const char *name);       /* -1 when unknown */
+int ok_alg_is_ec(enum ok_alg alg);
+const EVP_MD *ok_alg_md(enum ok_alg alg);
+size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
+ok_key *ok_key_check(lua_State *L, int idx);
+/* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
+int ok_key_load(lua_State *L, int idx, int optidx);
+void ok_keys_open(lua_State *L);
+int ok_key_loadkey(lua_State *L);
+int ok_key_generate(lua_State *L);
+
+/* ---- jws.c: compact JWS signing and verification ---- */
+/* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts, or nil, err. */
+int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
+                const char *payload_json, size_t plen);
+/* Verifies sig over signing input with key; 1 when valid. Leaves the error queue clear. */
+int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t ilen,
+                      const unsigned char *sig, size_t slen);
+/* Splits and decodes a compact JWS; on success pushes header, claims and returns 2; else nil, err. */
+int ok_jws_decode(lua_State *L, const char *jwt, size_t len);
+int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char *code);
+int ok_jws_sign_jwt(lua_State *L);
+int ok_jws_decode_jwt(lua_State *L);
+int ok_jws_verify_jwt(lua_State *L);
+/* Fills buf (>= 23 bytes) with a base64url jti of 128 random bits; returns its length. */
+size_t ok_new_jti(char *buf);
+
+/* ---- url.c: pure URL helpers (no Lua) ---- */
+/* Normalises an absolute http(s) URL as Okta compares htu: returns a malloc'd string or NULL. */
+char *ok_htu_normalize(const char *url, size_t n, const char **why);
+/* Writes "scheme://host[:port]" (lower case, default port dropped) into out; 0 on success. */
+int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why);
+int ok_host_is_loopback(const char *origin);
+/* Finds the rel="next" target in a Link header value; returns malloc'd URL or NULL. */
+char *ok_link_next(const char *value, size_t n);
+/* Finds auth-param `param` of the DPoP (or Bearer) challenge; malloc'd value or NULL. */
+char *ok_www_auth_param(const char *value, size_t n, const char *param);
+
+/* ---- dpop.c: DPoP proofs, client assertions, proof verification ---- */
+int ok_dpop_proof(lua_State *L);
+int ok_dpop_ath(lua_State *L);
+int ok_dpop_verify(lua_State *L);
+int ok_client_assertion(lua_State *L);
+int ok_htu(lua_State *L);
+/* Pushes a DPoP proof for key (nonce/token may be NULL) with the given iat, or nil, err. */
+int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
+                 const char *nonce, const char *token, size_t toklen, long long iat);
+/* Pushes a client assertion, or nil, err. */
+int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
+                      long long iat, long long lifetime);
+
+/* ---- client.c / curl.c ---- */
+void ok_client_open(lua_State *L);
+
+#endif

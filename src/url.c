@@ -1,0 +1,202 @@
+/* url.c: pure C helpers for outside text, kept free of Lua so they are easy to test and fuzz:
+ * URL origins and DPoP htu normalisation, loopback hosts, Link rel="next", and
+ * WWW-Authenticate auth-params. Every result is malloc'd or written to a caller buffer. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "oktadpop.h"
+
+typedef struct {
+  int https;
+  const char *host; size_t hostlen;
+  const char *port; size_t portlen; /* NULL when absent */
+  const char *path; size_t pathlen; /* without query and fragment */
+} url_parts;
+
+static const char *url_split(const char *u, size_t n, url_parts *p) {
+  const char *end = u + n, *a, *auth_end, *q;
+  memset(p, 0, sizeof *p);
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) return "URL contains a space or control character";
+  if (n >= 8 && strncasecmp(u, "https://", 8) == 0) { p->https = 1; a = u + 8; }
+  else if (n >= 7 && strncasecmp(u, "http://", 7) == 0) a = u + 7;
+  else return "URL must start with https:// (or http:// for a loopback host)";
+  for (auth_end = a; auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#'; auth_end++)
+    if (*auth_end == '@') return "URL must not carry credentials";
+  if (auth_end == a) return "URL has no host";
+  p->host = a;
+  if (*a == '[') { /* IPv6 literal */
+    const char *rb = memchr(a, ']', (size_t)(auth_end - a));
+    if (!rb) return "URL has a malformed IPv6 host";
+    p->hostlen = (size_t)(rb + 1 - a);
+    a = rb + 1;
+  } else {
+    const char *colon = memchr(a, ':', (size_t)(auth_end - a));
+    p->hostlen = (size_t)((colon ? colon : auth_end) - a);
+    a = colon ? colon : auth_end;
+  }
+  if (a < auth_end) {
+    if (*a != ':' || a + 1 == auth_end || auth_end - a > 6) return "URL has a malformed port";
+    p->port = a + 1;
+    p->portlen = (size_t)(auth_end - a - 1);
+    for (size_t i = 0; i < p->portlen; i++)
+      if (!isdigit((unsigned char)p->port[i])) return "URL has a malformed port";
+  }
+  if (p->hostlen == 0) return "URL has no host";
+  p->path = auth_end;
+  for (q = auth_end; q < end && *q != '?' && *q != '#'; q++) {}
+  p->pathlen = (size_t)(q - auth_end);
+  return NULL;
+}
+
+/* Appends scheme://host[:port] (lower-cased, default port dropped) to out. */
+static size_t origin_write(const url_parts *p, char *out) {
+  size_t o = 0;
+  const char *scheme = p->https ? "https://" : "http://";
+  memcpy(out, scheme, strlen(scheme));
+  o += strlen(scheme);
+  for (size_t i = 0; i < p->hostlen; i++) out[o++] = (char)tolower((unsigned char)p->host[i]);
+  if (p->port) {
+    const char *dflt = p->https ? "443" : "80";
+    size_t skip = 0;
+    while (skip + 1 < p->portlen && p->port[skip] == '0') skip++; /* "0443" is 443 */
+    if (!(p->portlen - skip == strlen(dflt) && memcmp(p->port + skip, dflt, strlen(dflt)) == 0)) {
+      out[o++] = ':';
+      memcpy(out + o, p->port + skip, p->portlen - skip);
+      o += p->portlen - skip;
+    }
+  }
+  return o;
+}
+
+int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why) {
+  url_parts p;
+  const char *err = url_split(url, n, &p);
+  if (err) { if (why) *why = err; return -1; }
+  if (p.hostlen + p.portlen + 10 > outsz) { if (why) *why = "URL host is too long"; return -1; }
+  out[origin_write(&p, out)] = '\0';
+  return 0;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = tolower(c);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* RFC 3986 pchar characters that never need escaping in a path: unreserved, sub-delims, ':' '@'. */
+static int path_safe(int c) {
+  return isalnum(c) || strchr("-._~!$&'()*+,;=:@", c) != NULL;
+}
+
+char *ok_htu_normalize(const char *url, size_t n, const char **why) {
+  url_parts p;
+  const char *err = url_split(url, n, &p);
+  char *out;
+  size_t o;
+  if (err) { if (why) *why = err; return NULL; }
+  out = malloc(p.hostlen + p.portlen + p.pathlen + 16);
+  if (!out) { if (why) *why = "out of memory"; return NULL; }
+  o = origin_write(&p, out);
+  if (p.pathlen == 0) out[o++] = '/';
+  for (size_t i = 0; i < p.pathlen; i++) {
+    int c = (unsigned char)p.path[i];
+    if (c == '%') {
+      int hi = i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 1]) : -1;
+      int lo = i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 2]) : -1;
+      if (hi < 0 || lo < 0) { free(out); if (why) *why = "URL path has a malformed percent escape"; return NULL; }
+      c = hi * 16 + lo;
+      if (path_safe(c)) out[o++] = (char)c;
+      else { out[o++] = '%'; out[o++] = "0123456789ABCDEF"[hi]; out[o++] = "0123456789ABCDEF"[lo]; }
+      i += 2;
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+int ok_host_is_loopback(const char *origin) {
+  const char *h = strstr(origin, "://");
+  size_t n;
+  if (!h) return 0;
+  h += 3;
+  n = strcspn(h, ":");
+  if (*h == '[') return strncmp(h, "[::1]", 5) == 0;
+  if (n == 9 && strncmp(h, "localhost", 9) == 0) return 1;
+  if (n >= 7 && strncmp(h, "127.", 4) == 0) {
+    for (size_t i = 4; i < n; i++) if (!isdigit((unsigned char)h[i]) && h[i] != '.') return 0;
+    return 1;
+  }
+  return 0;
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  if (!p) return NULL;
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+/* Link: <url>; rel="self", <url>; rel="next"   (RFC 8288; rel may hold several types) */
+char *ok_link_next(const char *v, size_t n) {
+  const char *end = v + n, *p = v;
+  while (p < end) {
+    const char *lt = memchr(p, '<', (size_t)(end - p)), *gt, *params_end;
+    if (!lt || !(gt = memchr(lt, '>', (size_t)(end - lt)))) return NULL;
+    params_end = memchr(gt, '<', (size_t)(end - gt));
+    if (!params_end) params_end = end;
+    for (const char *r = gt; r + 4 <= params_end; r++) {
+      if (strncasecmp(r, "rel=", 4) != 0 || !(r == gt || r[-1] == ';' || r[-1] == ' ')) continue;
+      const char *val = r + 4, *vend;
+      int quoted = val < params_end && *val == '"';
+      if (quoted) val++;
+      for (vend = val; vend < params_end && (quoted ? *vend != '"' : (*vend != ';' && *vend != ',')); vend++) {}
+      for (const char *t = val; t < vend;) { /* space-separated relation types */
+        const char *te = t;
+        while (te < vend && *te != ' ') te++;
+        if (te - t == 4 && strncasecmp(t, "next", 4) == 0) return dup_n(lt + 1, (size_t)(gt - lt - 1));
+        t = te + 1;
+      }
+    }
+    p = params_end;
+  }
+  return NULL;
+}
+
+/* WWW-Authenticate: DPoP algs="ES256", error="use_dpop_nonce", error_description="..." */
+char *ok_www_auth_param(const char *v, size_t n, const char *param) {
+  size_t plen = strlen(param);
+  int inq = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (inq) {
+      if (v[i] == '\\') i++;
+      else if (v[i] == '"') inq = 0;
+      continue;
+    }
+    if (v[i] == '"') { inq = 1; continue; }
+    if ((i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') && i + plen < n &&
+        strncasecmp(v + i, param, plen) == 0 && v[i + plen] == '=') {
+      const char *s = v + i + plen + 1, *e = v + n;
+      char *out, *o;
+      if (s < e && *s == '"') {
+        s++;
+        out = o = malloc((size_t)(e - s) + 1);
+        if (!out) return NULL;
+        for (; s < e && *s != '"'; s++) {
+          if (*s == '\\' && s + 1 < e) s++;
+          *o++ = *s;
+        }
+        *o = '\0';
+        return out;
+      }
+      const char *t = s;
+      while (t < e && *t != ',' && *t != ' ') t++;
+      return dup_n(s, (size_t)(t - s));
+    }
+  }
+  return NULL;
+}
