@@ -20,8 +20,9 @@ build = {
   modules = {
     oktadpop = {
       sources = {
-        "src/b64url.c", "src/compat.c", "src/dpop.c", "src/errors.c", "src/json.c",
-        "src/jws.c", "src/keys.c", "src/oktadpop.c", "src/url.c",
+        "src/b64url.c", "src/client.c", "src/compat.c", "src/core.c", "src/curl.c",
+        "src/dotenv.c", "src/dpop.c", "src/errors.c", "src/json.c", "src/jws.c",
+        "src/keys.c", "src/oktadpop.c", "src/url.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "crypto", "curl" },

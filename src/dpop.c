@@ -108,8 +108,9 @@ static int valid_method(const char *m) {
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *token, size_t toklen, long long iat) {
   char ath[44];
+  int top = lua_gettop(L);
   if (token) ath_of(token, toklen, ath);
-  return dpop_build(L, key, htm, htu, strlen(htu), nonce, token ? ath : NULL, iat, NULL);
+  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, token ? ath : NULL, iat, NULL));
 }
 
 static const char *opt_str(lua_State *L, int t, const char *name, size_t *len) {
@@ -155,6 +156,7 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   luaL_Buffer b;
   size_t hlen, plen;
   const char *h, *p;
+  int top = lua_gettop(L);
   if (!ok_new_jti(jti)) return ok_fail(L, "crypto", "RAND_bytes failed");
   jti[22] = '\0';
   luaL_buffinit(L, &b); /* header */
@@ -183,7 +185,7 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   luaL_pushresult(&b);
   h = lua_tolstring(L, -2, &hlen);
   p = lua_tolstring(L, -1, &plen);
-  return ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2;
+  return ok_keep(L, top, ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2);
 }
 
 /* oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}]) */
@@ -254,6 +256,9 @@ int ok_dpop_verify(lua_State *L) {
   if (alg < 0) return proof_fail(L, "alg", bad, "alg is not one of RS256/384/512, ES256/384/512");
   lua_getfield(L, hidx, "jwk");
   if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad, "header has no jwk");
+  lua_getfield(L, -1, "keys"); /* load_key would take a one-key JWKS, private members unchecked */
+  if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad, "jwk is a JWK Set, not a single key");
+  lua_pop(L, 1);
   for (int i = 0; private_members[i]; i++) {
     lua_getfield(L, -1, private_members[i]);
     if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad, "jwk carries private key members");

@@ -6,10 +6,12 @@
 #include "oktadpop.h"
 
 static void push_errorv(lua_State *L, const char *kind, const char *fmt, va_list ap) {
+  char msg[1024]; /* C printf formats, checked by the compiler; long messages are cut */
+  vsnprintf(msg, sizeof msg, fmt, ap);
   lua_createtable(L, 0, 4);
   lua_pushstring(L, kind);
   lua_setfield(L, -2, "kind");
-  lua_pushvfstring(L, fmt, ap);
+  lua_pushstring(L, msg);
   lua_setfield(L, -2, "message");
   luaL_setmetatable(L, OK_ERROR_MT);
 }
@@ -98,4 +100,10 @@ void ok_errors_open(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, error_new);
   lua_setfield(L, -2, "error");
+}
+
+int ok_keep(lua_State *L, int base, int n) {
+  for (int i = 1; i <= n; i++) lua_replace(L, base + n + 1 - i);
+  lua_settop(L, base + n);
+  return n;
 }

@@ -122,7 +122,13 @@ static int decode_part(lua_State *L, const char *s, size_t n, const char *what) 
     return 0;
   }
   lua_remove(L, -2);
-  if (!lua_istable(L, -1)) { lua_pop(L, 1); ok_fail(L, "json", "malformed JWT: %s is not a JSON object", what); return 0; }
+  /* cjson decodes arrays to tables too; object keys are always strings, so a table with
+   * elements 1..n came from a JSON array. */
+  if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0) {
+    lua_pop(L, 1);
+    ok_fail(L, "json", "malformed JWT: %s is not a JSON object", what);
+    return 0;
+  }
   return 1;
 }
 
@@ -283,6 +289,15 @@ int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char 
 /* Loads the verification key for verify_jwt: any load_key source; a JWKS is searched by the
  * token's kid. Pushes the key; returns 1, or pushes nil, err and returns 2. */
 static int verify_key(lua_State *L, int jwtidx, int keyidx) {
+  if (lua_type(L, keyidx) == LUA_TSTRING) { /* JWK or JWKS JSON text: decode it here */
+    size_t n;
+    const char *s = lua_tolstring(L, keyidx, &n);
+    while (n && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++, n--;
+    if (n && *s == '{') {
+      if (!ok_json_decode(L, s, n) || !lua_istable(L, -1)) return ok_fail(L, "key", "corrupt JWK JSON");
+      lua_replace(L, keyidx);
+    }
+  }
   if (lua_istable(L, keyidx)) {
     lua_getfield(L, keyidx, "keys");
     int jwks = lua_istable(L, -1);

@@ -467,12 +467,21 @@ int ok_key_loadkey(lua_State *L) {
   return ok_key_load(L, 1, 2);
 }
 
+int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid) {
+  const char *err;
+  ok_key *k = key_new(L);
+  k->pkey = ok_alg_is_ec(alg) ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", jwk_curves[alg - OK_ES256])
+                              : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+  if (!k->pkey) return ok_fail_ssl(L, "crypto", "key generation failed");
+  if ((err = key_finish(L, k, ok_alg_name(alg), kid))) return ok_fail(L, "key", "%s", err);
+  return 1;
+}
+
 /* oktadpop.generate_key([alg [, {bits=, kid=}]]): a new key in memory, never on disk. */
 int ok_key_generate(lua_State *L) {
   const char *name = luaL_optstring(L, 1, "ES256");
   int alg = ok_alg_from_name(name), bits = 2048;
-  const char *kid = NULL, *err;
-  ok_key *k;
+  const char *kid = NULL;
   if (alg < 0) return ok_fail(L, "config", "unsupported alg '%s': use RS256/384/512 or ES256/384/512", name);
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -482,12 +491,7 @@ int ok_key_generate(lua_State *L) {
   }
   if (!ok_alg_is_ec(alg) && (bits < 2048 || bits > 4096))
     return ok_fail(L, "config", "RSA key size %d is out of range: 2048 to 4096 bits", bits);
-  k = key_new(L);
-  k->pkey = ok_alg_is_ec(alg) ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", jwk_curves[alg - OK_ES256])
-                              : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
-  if (!k->pkey) return ok_fail_ssl(L, "crypto", "key generation failed");
-  if ((err = key_finish(L, k, name, kid))) return ok_fail(L, "key", "%s", err);
-  return 1;
+  return ok_key_new_generated(L, alg, bits, kid);
 }
 
 /* ---- methods ---- */

@@ -26,5 +26,6 @@ int luaopen_oktadpop(lua_State *L) {
   lua_setfield(L, -2, "null");
   ok_errors_open(L);
   ok_keys_open(L);
+  ok_client_open(L);
   return 1;
 }

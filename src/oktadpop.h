@@ -28,6 +28,8 @@ int ok_fail_ssl(lua_State *L, const char *kind, const char *what);
 void ok_error_setstr(lua_State *L, const char *name, const char *value);
 void ok_error_setint(lua_State *L, const char *name, lua_Integer value);
 void ok_errors_open(lua_State *L);
+/* Moves the top n values down to base+1..base+n and drops what was between; returns n. */
+int ok_keep(lua_State *L, int base, int n);
 
 /* ---- b64url.c: base64url without padding (RFC 7515 section 2) ---- */
 size_t ok_b64url_len(size_t n);
@@ -71,6 +73,8 @@ int ok_key_load(lua_State *L, int idx, int optidx);
 void ok_keys_open(lua_State *L);
 int ok_key_loadkey(lua_State *L);
 int ok_key_generate(lua_State *L);
+/* Pushes a freshly generated key (bits for RSA only), or nil, err. */
+int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid);
 
 /* ---- jws.c: compact JWS signing and verification ---- */
 /* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts, or nil, err. */
@@ -94,6 +98,8 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why);
 /* Writes "scheme://host[:port]" (lower case, default port dropped) into out; 0 on success. */
 int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why);
 int ok_host_is_loopback(const char *origin);
+/* Percent-encodes all but RFC 3986 unreserved characters; out needs 3n; returns the length. */
+size_t ok_pct_encode(const char *s, size_t n, char *out);
 /* Finds the rel="next" target in a Link header value; returns malloc'd URL or NULL. */
 char *ok_link_next(const char *value, size_t n);
 /* Finds auth-param `param` of the DPoP (or Bearer) challenge; malloc'd value or NULL. */
@@ -112,7 +118,63 @@ int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
 
-/* ---- client.c / curl.c ---- */
+/* ---- dotenv.c: .env files (pure C) ---- */
+typedef void (*ok_dotenv_cb)(void *ud, const char *key, size_t klen, const char *val, size_t vlen);
+/* Parses KEY=value lines (comments, quotes, `export`); scratch needs n bytes. Returns the
+ * number of pairs, or -(line number) of the first malformed line. */
+int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, void *ud);
+
+/* ---- core.c: the transport-free protocol core ---- */
+typedef struct ok_buf { char *p; size_t n, cap; } ok_buf;
+
+/* libcurl state of the blocking driver (curl.c); opaque pointers keep curl.h out of here. */
+typedef struct ok_transport {
+  void *easy;           /* CURL * */
+  void *headers;        /* struct curl_slist * of the request in flight */
+  ok_buf body, head;    /* response bytes, freed with the client */
+} ok_transport;
+
+typedef struct ok_client {
+  char *org_origin, *token_url, *client_id, *scopes, *user_agent, *ca_file, *proxy;
+  int dpop, closed, debug_stderr, allow_http;
+  long timeout_ms, connect_timeout_ms;
+  int max_retries;
+  double max_retry_wait, renew_skew, retry_base;
+  size_t max_body;
+  ok_key *assertion_key, *dpop_key; /* kept alive by the client's uservalue table */
+  char *token, *token_type, *token_scope;
+  size_t token_len;
+  double expires_at;
+  char *as_nonce, *rs_nonce;        /* last DPoP-Nonce of the authorization and resource server */
+  double clock_offset;              /* server Date minus our clock, when it matters */
+  unsigned long token_requests, api_requests;
+  ok_transport net;
+} ok_client;
+
+double ok_now(void);
+ok_client *ok_client_check(lua_State *L, int idx);
+/* Validates a config table and pushes a client userdata, or nil, err. */
+int ok_client_create(lua_State *L, int cfgidx);
+/* Pushes an operation for client at cidx: kind "token" or an HTTP method; url absolute. */
+int ok_op_create(lua_State *L, int cidx, const char *method, const char *url, int force, int body_idx, int headers_idx);
+/* Advances the operation at opidx with the response table at respidx (0: none); pushes the
+ * next action table {action="send"|"sleep"|"done"|"fail", ...}. */
+int ok_op_step(lua_State *L, int opidx, int respidx);
+void ok_client_debug(lua_State *L, int cidx, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
+int ok_client_url(lua_State *L, ok_client *c, const char *path, int qidx);
+void ok_client_clear_token(ok_client *c);
+void ok_core_open(lua_State *L);
+
+/* ---- curl.c: the blocking libcurl driver ---- */
+/* Performs the send action at idx; pushes {status=, headers=, body=} or {error=err}. */
+int ok_curl_send(lua_State *L, ok_client *c, int actidx);
+void ok_curl_free(ok_transport *t);
+const char *ok_curl_version(void);
+/* Seconds since the epoch of an HTTP date, or -1. */
+double ok_http_date(const char *s);
+
+/* ---- client.c: the public client surface ---- */
 void ok_client_open(lua_State *L);
 
 #endif

@@ -1,6 +1,6 @@
 /* url.c: pure C helpers for outside text, kept free of Lua so they are easy to test and fuzz:
  * URL origins and DPoP htu normalisation, loopback hosts, Link rel="next", and
- * WWW-Authenticate auth-params. Every result is malloc'd or written to a caller buffer. */
+ * WWW-Authenticate auth-params, and percent-encoding of query and form values. Every result is malloc'd or written to a caller buffer. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,4 +199,14 @@ char *ok_www_auth_param(const char *v, size_t n, const char *param) {
     }
   }
   return NULL;
+}
+
+size_t ok_pct_encode(const char *s, size_t n, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out[o++] = (char)c;
+    else { out[o++] = '%'; out[o++] = "0123456789ABCDEF"[c >> 4]; out[o++] = "0123456789ABCDEF"[c & 15]; }
+  }
+  return o;
 }
