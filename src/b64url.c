@@ -22,6 +22,13 @@ size_t ok_b64url_encode(const unsigned char *in, size_t n, char *out) {
   return len;
 }
 
+static int b64val(unsigned char c) { /* c is already known to be in the standard alphabet */
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  return c == '+' ? 62 : 63;
+}
+
 long ok_b64url_decode(const char *in, size_t n, unsigned char *out) {
   unsigned char quad[4];
   size_t o = 0;
@@ -38,6 +45,9 @@ long ok_b64url_decode(const char *in, size_t n, unsigned char *out) {
     }
     int w = EVP_DecodeBlock(out + o, quad, 4);
     if (w != 3) return -1;
+    /* A short last group must leave its unused low bits zero, so that every byte string has
+     * exactly one encoding (no malleable signatures or JWK members). */
+    if (k < 4 && (b64val(quad[k - 1]) & (k == 2 ? 0x0F : 0x03))) return -1;
     o += 3 - (4 - k);
   }
   return (long)o;

@@ -111,7 +111,7 @@ int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t il
 /* Decodes one base64url JSON part and pushes the decoded object; 0 (with nil, err) if bad. */
 static int decode_part(lua_State *L, const char *s, size_t n, const char *what) {
   luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, n);
+  char *out = luaL_buffinitsize(L, &b, n / 4 * 3 + 3); /* the decoder's documented room */
   long len = ok_b64url_decode(s, n, (unsigned char *)out);
   if (len < 0) { luaL_pushresultsize(&b, 0); lua_pop(L, 1); ok_fail(L, "json", "malformed JWT: %s is not base64url", what); return 0; }
   luaL_pushresultsize(&b, (size_t)len);

@@ -225,7 +225,8 @@ static BIGNUM *field_bn(const field *f, int *bad) {
   long n;
   BIGNUM *bn;
   if (!f->s) return NULL;
-  if (f->n > 4 * sizeof buf / 3 || (n = ok_b64url_decode(f->s, f->n, buf)) <= 0) { *bad = 1; return NULL; }
+  /* the decoder writes whole 3-byte groups: n/4*3+3 bytes of room, not 3n/4 */
+  if (f->n / 4 * 3 + 3 > sizeof buf || (n = ok_b64url_decode(f->s, f->n, buf)) <= 0) { *bad = 1; return NULL; }
   bn = BN_bin2bn(buf, (int)n, NULL);
   OPENSSL_cleanse(buf, sizeof buf);
   if (!bn) *bad = 1;
@@ -533,6 +534,28 @@ static int key_to_pem(lua_State *L) {
   return 1;
 }
 
+/* key:save_pem(path [, private]): writes the PEM with mode 0600, created that way (no window
+ * in which another user could read it); refuses to follow a symlink. -> true | nil, err */
+static int key_save_pem(lua_State *L) {
+  size_t n;
+  const char *path = luaL_checkstring(L, 2), *pem;
+  int fd, ok;
+  lua_settop(L, 3);
+  lua_pushcfunction(L, key_to_pem);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) return 2;
+  pem = lua_tolstring(L, -2, &n);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ok_fail(L, "key", "cannot create %s: %s", path, strerror(errno));
+  ok = fchmod(fd, 0600) == 0 && write(fd, pem, n) == (ssize_t)n;
+  ok = close(fd) == 0 && ok;
+  if (!ok) return ok_fail(L, "key", "cannot write %s: %s", path, strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const char *key_kty(const ok_key *k) { return ok_alg_is_ec(k->alg) ? "EC" : "RSA"; }
 
 static int key_tostring(lua_State *L) {
@@ -560,7 +583,8 @@ static int key_index(lua_State *L) {
 
 void ok_keys_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"public_jwk", key_public_jwk}, {"thumbprint", key_thumbprint}, {"to_pem", key_to_pem}, {NULL, NULL}};
+      {"public_jwk", key_public_jwk}, {"thumbprint", key_thumbprint}, {"to_pem", key_to_pem},
+      {"save_pem", key_save_pem}, {NULL, NULL}};
   if (luaL_newmetatable(L, OK_KEY_MT)) {
     lua_pushcfunction(L, key_gc);
     lua_setfield(L, -2, "__gc");
