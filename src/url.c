@@ -21,7 +21,7 @@ static const char *url_split(const char *u, size_t n, url_parts *p) {
     if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) return "URL contains a space or control character";
   if (n >= 8 && strncasecmp(u, "https://", 8) == 0) { p->https = 1; a = u + 8; }
   else if (n >= 7 && strncasecmp(u, "http://", 7) == 0) a = u + 7;
-  else return "URL must start with https:// (or http:// for a loopback host)";
+  else return "URL must start with https:// or http://";
   for (auth_end = a; auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#'; auth_end++)
     if (*auth_end == '@') return "URL must not carry credentials";
   if (auth_end == a) return "URL has no host";
@@ -96,7 +96,7 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
   char *out;
   size_t o;
   if (err) { if (why) *why = err; return NULL; }
-  out = malloc(p.hostlen + p.portlen + p.pathlen + 16);
+  out = malloc(p.hostlen + p.portlen + 3 * p.pathlen + 16);
   if (!out) { if (why) *why = "out of memory"; return NULL; }
   o = origin_write(&p, out);
   if (p.pathlen == 0) out[o++] = '/';
@@ -110,8 +110,10 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
       if (path_safe(c)) out[o++] = (char)c;
       else { out[o++] = '%'; out[o++] = "0123456789ABCDEF"[hi]; out[o++] = "0123456789ABCDEF"[lo]; }
       i += 2;
-    } else {
+    } else if (path_safe(c) || c == '/') {
       out[o++] = (char)c;
+    } else { /* raw bytes that need escaping (e.g. UTF-8) get it, so both spellings agree */
+      out[o++] = '%'; out[o++] = "0123456789ABCDEF"[c >> 4]; out[o++] = "0123456789ABCDEF"[c & 15];
     }
   }
   out[o] = '\0';
