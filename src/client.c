@@ -200,15 +200,16 @@ static void push_http_error(lua_State *L, int ridx, const char *method, const ch
   if (lua_istable(L, bidx)) {
     lua_getfield(L, bidx, "errorCauses");
     if (lua_istable(L, -1)) { /* errorCauses: [{errorSummary=...}] -> list of strings */
-      int n = (int)lua_rawlen(L, -1);
+      int n = (int)lua_rawlen(L, -1), causes = lua_gettop(L), list;
       lua_createtable(L, n, 0);
+      list = lua_gettop(L);
       for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -2, i);
+        lua_rawgeti(L, causes, i);
         if (lua_istable(L, -1)) lua_getfield(L, -1, "errorSummary"); else lua_pushvalue(L, -1);
-        lua_rawseti(L, -4, i);
+        lua_rawseti(L, list, i);
         lua_pop(L, 1);
       }
-      lua_setfield(L, -3, "causes");
+      lua_setfield(L, causes - 1, "causes");
     }
     lua_pop(L, 1);
   }

@@ -128,7 +128,8 @@ static const char *cfg_string(lua_State *L, int cfg, const char *name, int *bad)
   return s;
 }
 
-/* Pushes scopes as one space-separated string, from a string (spaces or commas) or a list. */
+/* Pushes scopes as one space-separated string, from a string (spaces or commas) or a list;
+ * returns 1, or 0 with nil, err pushed. */
 static int cfg_scopes(lua_State *L, int cfg) {
   luaL_Buffer b;
   int t;
@@ -153,21 +154,24 @@ static int cfg_scopes(lua_State *L, int cfg) {
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
       lua_rawgeti(L, list, i);
-      if (lua_type(L, -1) != LUA_TSTRING) return cfg_fail(L, "%s entries must be strings", "scopes");
+      if (lua_type(L, -1) != LUA_TSTRING) { cfg_fail(L, "%s entries must be strings", "scopes"); return 0; }
       if (i > 1) luaL_addchar(&b, ' ');
       luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
   } else {
-    return cfg_fail(L, "%s is required: a string or a list of scope names", "scopes");
+    { cfg_fail(L, "%s is required: a string or a list of scope names", "scopes"); return 0; }
   }
   lua_remove(L, -2);
   {
     const char *s = lua_tostring(L, -1);
-    if (!*s) return cfg_fail(L, "%s is empty", "scopes");
+    if (!*s) { cfg_fail(L, "%s is empty", "scopes"); return 0; }
     for (; *s; s++)
-      if ((unsigned char)*s < 0x21 && *s != ' ') return cfg_fail(L, "%s holds a control character", "scopes");
-      else if (*s == '"' || *s == '\\' || (unsigned char)*s >= 0x7f) return cfg_fail(L, "%s holds an invalid character", "scopes");
+      if ((unsigned char)*s < 0x21 || *s == '"' || *s == '\\' || (unsigned char)*s >= 0x7f) {
+        if (*s == ' ') continue;
+        cfg_fail(L, "%s holds a control or invalid character", "scopes");
+        return 0;
+      }
   }
   return 1;
 }
@@ -209,7 +213,7 @@ static ok_key *cfg_key(lua_State *L, int cfg, int uv, const char *name, const ch
 int ok_client_create(lua_State *L, int cfg) {
   char org[300], tok_origin[300];
   const char *org_url, *client_id, *kid, *token_url, *ca_file, *proxy, *ua, *pass;
-  int bad = 0, uv;
+  int bad = 0, uv, scopes;
   double timeout, ctimeout, retries, wait, skew, base, max_body;
   ok_client *c;
 
@@ -234,6 +238,7 @@ int ok_client_create(lua_State *L, int cfg) {
   client_id = cfg_string(L, cfg, "client_id", &bad);
   if (!client_id || !*client_id || bad) return cfg_fail(L, "%s is required", "client_id");
   if (!cfg_scopes(L, cfg)) return 2;
+  scopes = lua_gettop(L);
   kid = cfg_string(L, cfg, "kid", &bad);
   token_url = cfg_string(L, cfg, "token_url", &bad);
   ca_file = cfg_string(L, cfg, "ca_file", &bad);
@@ -293,11 +298,7 @@ int ok_client_create(lua_State *L, int cfg) {
 
   c->org_origin = dup_cstr(org);
   c->client_id = dup_cstr(client_id);
-  lua_getfield(L, cfg, "scopes");
-  lua_pop(L, 1);
-  cfg_scopes(L, cfg);
-  c->scopes = dup_cstr(lua_tostring(L, -1));
-  lua_pop(L, 1);
+  c->scopes = dup_cstr(lua_tostring(L, scopes));
   if (token_url) c->token_url = dup_cstr(token_url);
   else {
     lua_pushfstring(L, "%s/oauth2/v1/token", org);

@@ -15,7 +15,10 @@
 // Usage:
 //   node server.mjs [--config CONFIG.json] [--port 0] [--host 127.0.0.1]
 //                   [--tls-cert cert.pem --tls-key key.pem] [--base-url URL]
-//                   [--ready-file PATH] [--verbose]
+//                   [--ready-file PATH] [--watch-pid PID] [--verbose]
+//
+// --watch-pid PID: exit once process PID is gone (so a test run that dies
+// without stopping the emulator does not leave it running).
 //
 // Nothing secret (tokens, assertions, proofs, keys) is ever written to
 // stdout/stderr. stdout carries exactly one JSON "ready" line.
@@ -33,7 +36,7 @@ import * as jose from 'jose';
 
 const USAGE = `usage: node server.mjs [--config CONFIG.json] [--port N] [--host 127.0.0.1]
                       [--tls-cert cert.pem --tls-key key.pem] [--base-url URL]
-                      [--ready-file PATH] [--verbose]`;
+                      [--ready-file PATH] [--watch-pid PID] [--verbose]`;
 
 function die(msg) {
   process.stderr.write(`okta-emulator: ${msg}\n`);
@@ -49,6 +52,7 @@ function parseArgs(argv) {
     '--tls-key': 'tlsKey',
     '--base-url': 'baseUrl',
     '--ready-file': 'readyFile',
+    '--watch-pid': 'watchPid',
   };
   const opts = { port: '0', host: '127.0.0.1', verbose: false };
   for (let i = 0; i < argv.length; i++) {
@@ -76,6 +80,10 @@ function parseArgs(argv) {
   if (!Number.isInteger(port) || port < 0 || port > 65535) die(`bad --port ${opts.port}`);
   opts.port = port;
   if (!!opts.tlsCert !== !!opts.tlsKey) die('--tls-cert and --tls-key go together');
+  if (opts.watchPid !== undefined) {
+    opts.watchPid = Number(opts.watchPid);
+    if (!Number.isInteger(opts.watchPid) || opts.watchPid < 1) die('bad --watch-pid');
+  }
   return opts;
 }
 
@@ -93,6 +101,13 @@ const ASYMMETRIC_ALGS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512'];
 // JWK members that only a private (or symmetric) key has.
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 
+// lua-cjson encodes an empty Lua table as {}: accept that as an empty list.
+function asArray(v) {
+  if (Array.isArray(v)) return v;
+  if (v && typeof v === 'object' && Object.keys(v).length === 0) return [];
+  return null;
+}
+
 function loadConfig(file) {
   let raw = {};
   if (file) {
@@ -109,15 +124,17 @@ function loadConfig(file) {
     return v;
   };
   const clients = new Map();
-  for (const [i, c] of (raw.clients || []).entries()) {
+  const clientList = asArray(raw.clients === undefined ? [] : raw.clients);
+  if (!clientList) die('config.clients must be an array');
+  for (const [i, c] of clientList.entries()) {
     if (!c || typeof c.client_id !== 'string' || !c.client_id) die(`config.clients[${i}].client_id missing`);
-    const keys = c.jwks && c.jwks.keys;
-    if (!Array.isArray(keys) || keys.length === 0) die(`config.clients[${i}].jwks.keys must be a non-empty array`);
+    const keys = c.jwks && asArray(c.jwks.keys);
+    if (!keys || keys.length === 0) die(`config.clients[${i}].jwks.keys must be a non-empty array`);
     for (const k of keys) {
       if (PRIVATE_JWK_MEMBERS.some((m) => m in k)) die(`config.clients[${i}].jwks must hold public keys only`);
     }
-    const scopes = c.scopes === undefined ? DEFAULT_SCOPES : c.scopes;
-    if (!Array.isArray(scopes) || scopes.some((s) => typeof s !== 'string')) die(`config.clients[${i}].scopes must be an array of strings`);
+    const scopes = c.scopes === undefined ? DEFAULT_SCOPES : asArray(c.scopes);
+    if (!scopes || scopes.some((s) => typeof s !== 'string')) die(`config.clients[${i}].scopes must be an array of strings`);
     clients.set(c.client_id, {
       client_id: c.client_id,
       jwks: jose.createLocalJWKSet({ keys }),
@@ -954,8 +971,9 @@ async function applyFault(ctx, f) {
   entry.fault = f.kind;
   // A client must never reuse a proof or an assertion, even after a failed
   // exchange (a gateway may fail after the backend saw the request), so the
-  // jtis presented to a faulted request are consumed.
-  consumePresentedJtis(ctx);
+  // jtis presented to a request that a fault answers are consumed. (delay and
+  // next_off_origin go on to normal processing, which checks them itself.)
+  if (f.kind !== 'delay' && f.kind !== 'next_off_origin') consumePresentedJtis(ctx);
   switch (f.kind) {
     case 'delay':
       await new Promise((r) => setTimeout(r, f.delay_ms));
@@ -1053,8 +1071,9 @@ function applyControl(body) {
   if (body.token_lifetime !== undefined && (!Number.isInteger(body.token_lifetime) || body.token_lifetime < 1)) {
     throw new Error('token_lifetime must be a positive integer');
   }
-  if (body.faults !== undefined && !Array.isArray(body.faults)) throw new Error('faults must be an array');
-  const faults = (body.faults || []).map(validateFault);
+  const faultList = body.faults === undefined ? [] : asArray(body.faults);
+  if (!faultList) throw new Error('faults must be an array');
+  const faults = faultList.map(validateFault);
 
   if (body.rs_nonce !== undefined) state.rsNonceMode = !!body.rs_nonce;
   if (body.rotate_nonce) { state.asNonce.rotate(); state.rsNonce.rotate(); }
@@ -1228,13 +1247,18 @@ server.listen(opts.port, opts.host, () => {
   const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
   baseUrl = (opts.baseUrl || url).replace(/\/+$/, '');
   const ready = JSON.stringify({ port, url, pid: process.pid, base: baseUrl }) + '\n';
-  process.stdout.write(ready);
   if (opts.readyFile) {
-    // Write then rename, so a reader polling for the file never sees half of it.
+    // Write then rename, so a reader polling for the file never sees half of
+    // it; and before stdout, so a reader of stdout can count on the file too.
     const tmp = path.join(path.dirname(opts.readyFile), `.${path.basename(opts.readyFile)}.${process.pid}.tmp`);
-    fs.writeFileSync(tmp, ready);
-    fs.renameSync(tmp, opts.readyFile);
+    try {
+      fs.writeFileSync(tmp, ready);
+      fs.renameSync(tmp, opts.readyFile);
+    } catch (e) {
+      die(`cannot write ready file: ${e.message}`);
+    }
   }
+  process.stdout.write(ready);
 });
 
 function shutdown() {
@@ -1244,3 +1268,12 @@ function shutdown() {
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+
+if (opts.watchPid) {
+  // Gone, or a zombie nobody has reaped yet (Linux /proc), counts as gone.
+  const watchedAlive = () => {
+    try { process.kill(opts.watchPid, 0); } catch (e) { return e.code !== 'ESRCH'; }
+    try { return !/^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${opts.watchPid}/stat`, 'utf8')); } catch { return true; }
+  };
+  setInterval(() => { if (!watchedAlive()) shutdown(); }, 1000).unref();
+}
