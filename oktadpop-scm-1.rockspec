@@ -13,7 +13,9 @@ exchange with the DPoP nonce retry, and management API calls over libcurl, answe
 dependencies = { "lua >= 5.1", "lua-cjson" }
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
-  CURL = { header = "curl/curl.h", library = "curl" },
+  -- header not named: Debian keeps curl.h under the multiarch include folder, which the
+  -- compiler searches but luarocks does not.
+  CURL = { library = "curl" },
 }
 build = {
   type = "builtin",

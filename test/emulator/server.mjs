@@ -1007,8 +1007,11 @@ async function applyFault(ctx, f) {
       return true;
     }
     case 'truncated': {
-      // Promise more bytes than are sent, then drop the connection.
-      const body = JSON.stringify([{ id: userId(1), status: 'ACTIVE', profile: { login: 'user1@example.com' } }]);
+      // Promise more bytes than are sent, then drop the connection. The bytes
+      // sent are the start of a plausible answer for the endpoint.
+      const body = ctx.kind === 'token'
+        ? '{"token_type":"DPoP","expires_in":3600,"access_token":"eyJraWQiOiJ0cnVuY2F0ZWQi'
+        : JSON.stringify([{ id: userId(1), status: 'ACTIVE', profile: { login: 'user1@example.com' } }]).slice(0, -2);
       entry.status = 200;
       res.writeHead(200, {
         'X-Okta-Request-Id': randomToken(18),
