@@ -52,8 +52,10 @@ test: bootstrap
 	@scripts/run-tests
 
 install: $(SO)
-	install -d $(DESTDIR)$(INSTALL_CMOD)
+	install -d $(DESTDIR)$(INSTALL_CMOD) $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty
 	install -m 0755 $(SO) $(DESTDIR)$(INSTALL_CMOD)/oktadpop.so
+	install -m 0644 lua/oktadpop/resty.lua $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty.lua
+	install -m 0644 lua/oktadpop/resty/guard.lua $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty/guard.lua
 
 memcheck: bootstrap all
 	@scripts/memcheck

@@ -20,6 +20,8 @@ external_dependencies = {
 build = {
   type = "builtin",
   modules = {
+    ["oktadpop.resty"] = "lua/oktadpop/resty.lua",
+    ["oktadpop.resty.guard"] = "lua/oktadpop/resty/guard.lua",
     oktadpop = {
       sources = {
         "src/b64url.c", "src/client.c", "src/compat.c", "src/core.c", "src/curl.c",

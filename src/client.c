@@ -345,6 +345,66 @@ static int client_close(lua_State *L) {
   return 0;
 }
 
+/* client:token_state() -> {token=, token_type=, expires_at=, scope=, as_nonce=, rs_nonce=}:
+ * what another process needs to reuse this token (nginx workers share it through a shared
+ * dict). It holds the token: keep it in memory, never log it. */
+static int client_token_state(lua_State *L) {
+  ok_client *c = open_client(L, 1);
+  if (!c) return closed_fail(L);
+  lua_createtable(L, 0, 6);
+  if (c->token) {
+    lua_pushstring(L, c->token); lua_setfield(L, -2, "token");
+    lua_pushstring(L, c->token_type); lua_setfield(L, -2, "token_type");
+    lua_pushnumber(L, c->expires_at); lua_setfield(L, -2, "expires_at");
+    lua_pushstring(L, c->token_scope); lua_setfield(L, -2, "scope");
+  }
+  if (c->as_nonce) { lua_pushstring(L, c->as_nonce); lua_setfield(L, -2, "as_nonce"); }
+  if (c->rs_nonce) { lua_pushstring(L, c->rs_nonce); lua_setfield(L, -2, "rs_nonce"); }
+  return 1;
+}
+
+/* client:set_token_state(state): adopts what token_state() gave elsewhere; a token that is
+ * expired (or of the wrong type for this client) is ignored. -> true when a token was taken */
+static int client_set_token_state(lua_State *L) {
+  ok_client *c = open_client(L, 1);
+  const char *tok, *type;
+  double exp;
+  int taken = 0;
+  if (!c) return closed_fail(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "as_nonce");
+  if (lua_type(L, -1) == LUA_TSTRING) { free(c->as_nonce); c->as_nonce = strdup(lua_tostring(L, -1)); }
+  lua_getfield(L, 2, "rs_nonce");
+  if (lua_type(L, -1) == LUA_TSTRING) { free(c->rs_nonce); c->rs_nonce = strdup(lua_tostring(L, -1)); }
+  lua_getfield(L, 2, "token");
+  lua_getfield(L, 2, "token_type");
+  lua_getfield(L, 2, "expires_at");
+  lua_getfield(L, 2, "scope");
+  tok = lua_type(L, -4) == LUA_TSTRING ? lua_tostring(L, -4) : NULL;
+  type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
+  exp = lua_tonumber(L, -2);
+  if (tok && *tok && !strpbrk(tok, "\r\n ") && exp > ok_now() && (!c->dpop || strcasecmp(type, "DPoP") == 0)) {
+    ok_client_clear_token(c);
+    c->token = strdup(tok);
+    c->token_len = strlen(tok);
+    c->token_type = strdup(type);
+    c->token_scope = strdup(lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes);
+    c->expires_at = exp;
+    taken = c->token && c->token_type && c->token_scope;
+    if (!taken) ok_client_clear_token(c);
+  }
+  lua_pushboolean(L, taken);
+  return 1;
+}
+
+/* oktadpop.http_error(res, method, path) -> the error object for a non-2xx response, as
+ * client:get() builds it (for drivers written in Lua). */
+static int http_error(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  push_http_error(L, 1, luaL_checkstring(L, 2), luaL_checkstring(L, 3));
+  return 1;
+}
+
 static int client_tostring(lua_State *L) {
   ok_client *c = ok_client_check(L, 1);
   char tok[64] = "none";
@@ -523,7 +583,8 @@ void ok_client_open(lua_State *L) {
       {"token", client_token},   {"request", client_request}, {"get", client_get},
       {"post", client_post},     {"put", client_put},         {"patch", client_patch},
       {"delete", client_delete}, {"paginate", client_paginate}, {"close", client_close},
-      {"operation", client_operation}, {NULL, NULL}};
+      {"operation", client_operation}, {"token_state", client_token_state},
+      {"set_token_state", client_set_token_state}, {NULL, NULL}};
   ok_core_open(L);
   luaL_getmetatable(L, OK_CLIENT_MT);
   lua_pushcfunction(L, client_tostring);
@@ -543,6 +604,8 @@ void ok_client_open(lua_State *L) {
   lua_setfield(L, -2, "new");
   lua_pushcfunction(L, client_from_env);
   lua_setfield(L, -2, "from_env");
+  lua_pushcfunction(L, http_error);
+  lua_setfield(L, -2, "http_error");
   if (luaL_loadbuffer(L, pretty_lua, sizeof pretty_lua - 1, "=oktadpop.pretty") != 0) lua_error(L);
   ok_json_push_null(L);
   lua_call(L, 1, 1);

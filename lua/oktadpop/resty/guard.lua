@@ -1,0 +1,98 @@
+-- oktadpop.resty.guard: protect your own API with DPoP in access_by_lua_block. Verifies the
+-- access token (a JWT) against a JWKS, then the DPoP proof per RFC 9449 section 4.3: htm,
+-- htu, iat, ath, the token's cnf.jkt, and jti replay across all workers in a shared dict.
+-- On success the verified claims and jkt are in ngx.ctx.oktadpop; on failure the request
+-- ends with 401 and WWW-Authenticate: DPoP error="...".
+local oktadpop = require "oktadpop"
+local cjson = require "cjson.safe"
+
+local ngx = ngx
+local type, pairs = type, pairs
+
+local _M = {}
+
+local ALGS = 'algs="ES256 ES384 ES512 RS256 RS384 RS512"'
+local jwks_cache = {} -- per worker: a JWKS file is read once, not per request
+
+local function load_jwks(src)
+  if type(src) == "table" then return src end
+  local cached = jwks_cache[src]
+  if cached then return cached end
+  local f, err = io.open(src, "rb")
+  if not f then return nil, "cannot read JWKS file: " .. tostring(err) end
+  local text = f:read("*a")
+  f:close()
+  local jwks = cjson.decode(text)
+  if type(jwks) ~= "table" then return nil, "JWKS file is not JSON" end
+  jwks_cache[src] = jwks
+  return jwks
+end
+
+local function quote(s)
+  return (tostring(s):gsub('[\\"]', "\\%0"):gsub("[%c]", " "))
+end
+
+local function deny(code, description)
+  ngx.header["WWW-Authenticate"] = 'DPoP ' .. ALGS .. ', error="' .. code .. '", error_description="' .. quote(description) .. '"'
+  ngx.header["Cache-Control"] = "no-store"
+  return ngx.exit(ngx.HTTP_UNAUTHORIZED)
+end
+
+-- The URL the client signed: scheme and host as the client sees them (opts.origin when
+-- behind a proxy), the request path; verify_dpop_proof normalises and drops the query.
+local function request_htu(opts)
+  local origin = opts.origin or (ngx.var.scheme .. "://" .. (ngx.var.http_host or ngx.var.host))
+  return origin .. ngx.var.request_uri
+end
+
+-- require("oktadpop.resty.guard").protect{jwks=, issuer=, audience=, replay_dict=, max_age=60,
+--   leeway=10, origin=} -- returns on success; ends the request with 401 otherwise.
+function _M.protect(opts)
+  local jwks, err = load_jwks(opts.jwks)
+  if not jwks then
+    ngx.log(ngx.ERR, "oktadpop guard: ", err)
+    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  end
+  local replay = ngx.shared[opts.replay_dict or ""]
+  if not replay then
+    ngx.log(ngx.ERR, "oktadpop guard: no lua_shared_dict named ", tostring(opts.replay_dict))
+    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  end
+  local max_age, leeway = opts.max_age or 60, opts.leeway or 10
+
+  local headers = ngx.req.get_headers()
+  local auth = headers["authorization"]
+  if type(auth) == "table" then return deny("invalid_request", "more than one Authorization header") end
+  if not auth then
+    ngx.header["WWW-Authenticate"] = "DPoP " .. ALGS
+    return ngx.exit(ngx.HTTP_UNAUTHORIZED)
+  end
+  local scheme, token = auth:match("^(%S+)%s+(%S+)%s*$")
+  if not scheme then return deny("invalid_request", "malformed Authorization header") end
+
+  local claims, verr = oktadpop.verify_jwt(token, jwks, {issuer = opts.issuer, audience = opts.audience, leeway = leeway})
+  if not claims then return deny("invalid_token", verr.message) end
+  local jkt = type(claims.cnf) == "table" and claims.cnf.jkt
+  if type(jkt) ~= "string" then return deny("invalid_token", "the access token is not DPoP-bound (no cnf.jkt)") end
+  if scheme:lower() ~= "dpop" then
+    return deny("invalid_token", "a DPoP-bound access token must be sent with the DPoP scheme")
+  end
+
+  local proof = headers["dpop"]
+  if type(proof) == "table" then return deny("invalid_dpop_proof", "more than one DPoP header") end
+  if not proof then return deny("invalid_dpop_proof", "missing DPoP proof") end
+
+  local ttl = max_age + 2 * leeway -- a jti older than this is refused by iat anyway
+  local pclaims, perr = oktadpop.verify_dpop_proof(proof, {
+    htm = ngx.req.get_method(), htu = request_htu(opts), access_token = token, jkt = jkt,
+    max_age = max_age, leeway = leeway,
+    jti_seen = function(jti) -- a jti that cannot be recorded (dict full) counts as seen: fail closed
+      return not replay:add("jti:" .. jti, true, ttl)
+    end,
+  })
+  if not pclaims then return deny(perr.code or "invalid_dpop_proof", perr.message) end
+
+  ngx.ctx.oktadpop = {claims = claims, jkt = jkt, proof = pclaims}
+end
+
+return _M

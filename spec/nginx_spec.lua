@@ -1,0 +1,277 @@
+-- oktadpop.resty inside a real nginx (Debian's nginx + lua module, LuaJIT): listing users
+-- with DPoP, not blocking the worker, one token for many workers, and the DPoP guard.
+local oktadpop = require "oktadpop"
+local emulator = require "spec.support.emulator"
+local cjson = require "cjson"
+
+local ROOT = assert(io.popen("pwd")):read("*l")
+local CLIENT_ID = "0oanginx000000000001"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function now_s() return tonumber(sh("date +%s.%N")) end
+
+-- Starts nginx with the given worker count; returns {url=, stop=}.
+local function start_nginx(dir, emu, workers)
+  for _ = 1, 5 do
+    local port = math.random(20000, 60000)
+    local conf = ([[
+user root root;  # the test keys are 0600 in a 0700 temp folder
+worker_processes %d;
+pid %s/nginx.pid;
+error_log %s/error.log warn;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %s/tmp; proxy_temp_path %s/tmp; fastcgi_temp_path %s/tmp;
+  uwsgi_temp_path %s/tmp; scgi_temp_path %s/tmp;
+  lua_package_path "%s/?.lua;%s/lua/?.lua;/usr/share/lua/5.1/?.lua;;";
+  lua_package_cpath "%s/build/5.1/?.so;;";
+  lua_shared_dict oktadpop 1m;
+  lua_shared_dict replay 1m;
+  server {
+    listen 127.0.0.1:%d;
+    location = /users { content_by_lua_block {
+      local n = 0
+      for _ in require("nginx_app").client():paginate("/api/v1/users", {limit = 200}) do n = n + 1 end
+      ngx.say(n)
+    } }
+    location = /slow { content_by_lua_block {
+      local body, err = require("nginx_app").client():get("/api/v1/groups", {limit = 1})
+      ngx.say(body and "slow ok" or tostring(err))
+    } }
+    location = /fast { content_by_lua_block {
+      local body, err = require("nginx_app").client():get("/api/v1/users/user1@example.com")
+      ngx.say(body and body.profile.login or tostring(err))
+    } }
+    location = /protected {
+      access_by_lua_block {
+        require("oktadpop.resty.guard").protect{jwks = "%s/jwks.json", issuer = "%s", audience = "%s",
+          replay_dict = "replay", max_age = 60, leeway = 1}
+      }
+      content_by_lua_block { ngx.say("hello ", ngx.ctx.oktadpop.claims.sub, " ", ngx.ctx.oktadpop.jkt) }
+    }
+  }
+}
+]]):format(workers, dir, dir, dir, dir, dir, dir, dir, dir, ROOT, ROOT, port, dir, emu.url, emu.url)
+    os.execute("mkdir -p " .. dir .. "/tmp")
+    write(dir .. "/nginx.conf", conf)
+    os.remove(dir .. "/nginx.pid")
+    os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log 2>>" .. dir .. "/start.log")
+    for _ = 1, 50 do
+      if io.open(dir .. "/nginx.pid") then break end
+      os.execute("sleep 0.1")
+    end
+    local pidf = io.open(dir .. "/nginx.pid")
+    if pidf then
+      local pid = pidf:read("*l")
+      pidf:close()
+      local url = "http://127.0.0.1:" .. port
+      return {url = url, pid = pid, stop = function()
+        os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
+        for _ = 1, 50 do
+          if not io.open("/proc/" .. pid .. "/status") then break end
+          os.execute("sleep 0.1")
+        end
+      end}
+    end
+  end
+  error("nginx did not start: " .. sh("cat " .. dir .. "/start.log " .. dir .. "/error.log 2>/dev/null"))
+end
+
+-- Status and WWW-Authenticate of a curl request with extra headers.
+local function curl(url, headers, method)
+  local args = {"curl -s -o /dev/null -D - -X " .. (method or "GET")}
+  for _, h in ipairs(headers or {}) do args[#args + 1] = "-H '" .. h .. "'" end
+  args[#args + 1] = "'" .. url .. "'"
+  local out = sh(table.concat(args, " "))
+  return tonumber(out:match("^HTTP/%S+ (%d+)")), out:match("\n[Ww][Ww][Ww]%-[Aa]uthenticate: ([^\r\n]*)")
+end
+
+describe("oktadpop.resty in nginx", function()
+  local emu, dir, nginx, cc_key, dpop_key
+
+  local function count(kind, status)
+    local n = 0
+    for _, e in ipairs(emu:log()) do
+      if e.kind == kind and (not status or e.status == status) then n = n + 1 end
+    end
+    return n
+  end
+
+  setup(function()
+    math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+    dir = sh("mktemp -d"):gsub("%s+$", "")
+    cc_key = assert(oktadpop.generate_key("RS256", {kid = "nginx-cc"}))
+    dpop_key = assert(oktadpop.generate_key("ES256"))
+    assert(cc_key:save_pem(dir .. "/cc.pem", true))
+    assert(dpop_key:save_pem(dir .. "/dpop.pem", true))
+    emu = emulator.start{tls = false, config = {users = 450, clients = {
+      {client_id = CLIENT_ID, jwks = {keys = {cc_key:public_jwk()}}, dpop_required = true,
+       scopes = {"okta.users.read", "okta.groups.read"}}}}}
+    write(dir .. "/jwks.json", sh("curl -s " .. emu.url .. "/oauth2/v1/keys"))
+    write(dir .. "/nginx_app.lua", ([[
+local resty = require "oktadpop.resty"
+local M, client = {}, nil
+function M.client() -- one client per worker; the token and nonces are shared by all of them
+  if not client then
+    client = assert(resty.new{org_url = %q, client_id = %q, scopes = "okta.users.read okta.groups.read",
+      private_key = %q, kid = "nginx-cc", dpop_key = %q, shared_dict = "oktadpop"})
+  end
+  return client
+end
+return M
+]]):format(emu.url, CLIENT_ID, dir .. "/cc.pem", dir .. "/dpop.pem"))
+  end)
+
+  teardown(function()
+    if nginx then nginx.stop() end
+    if emu then emu:stop() end
+    if dir and not os.getenv("OKTADPOP_KEEP_TMP") then os.execute("rm -rf " .. dir) end
+  end)
+
+  describe("with one worker", function()
+    setup(function() nginx = start_nginx(dir, emu, 1) end)
+    teardown(function() nginx.stop(); nginx = nil end)
+
+    it("lists all users from the emulator with DPoP required", function()
+      assert.equal("450\n", sh("curl -s " .. nginx.url .. "/users"))
+      assert.equal(1, count("token", 200))
+      for _, e in ipairs(emu:log()) do
+        if e.kind == "api" then assert.equal("DPoP", e.auth_scheme) end
+      end
+    end)
+
+    it("does not block: 50 requests finish while 5 wait on a 2 s delay", function()
+      assert.equal("user1@example.com\n", sh("curl -s " .. nginx.url .. "/fast"))
+      emu:control{faults = {{path_prefix = "/api/v1/groups", kind = "delay", delay_ms = 2000, times = 5}}}
+      local urls = {}
+      for _ = 1, 50 do urls[#urls + 1] = "'" .. nginx.url .. "/fast'" end
+      local out = sh(([[
+t0=$(date +%%s.%%N)
+for i in 1 2 3 4 5; do curl -s %s/slow > %s/slow.$i & done
+sleep 0.3
+t1=$(date +%%s.%%N)
+curl -s %s > %s/fast.out
+t2=$(date +%%s.%%N)
+wait
+t3=$(date +%%s.%%N)
+echo "$t1 $t2 $t0 $t3"
+]]):format(nginx.url, dir, table.concat(urls, " "), dir))
+      local t1, t2, t0, t3 = out:match("(%S+) (%S+) (%S+) (%S+)")
+      local fast, slow = tonumber(t2) - tonumber(t1), tonumber(t3) - tonumber(t0)
+      local fast_out = sh("cat " .. dir .. "/fast.out")
+      local _, n = fast_out:gsub("user1@example.com", "")
+      assert.equal(50, n)
+      for i = 1, 5 do assert.equal("slow ok\n", sh("cat " .. dir .. "/slow." .. i)) end
+      assert.is_true(slow >= 2)
+      print(("\nnon-blocking: 50 fast requests took %.3f s while 5 slow ones took %.3f s (ratio %.3f)"):format(fast, slow, fast / slow))
+      assert.is_true(fast / slow < 0.25)
+    end)
+  end)
+
+  describe("with four workers and the shared dict", function()
+    setup(function()
+      emu:reset()
+      nginx = start_nginx(dir, emu, 4)
+    end)
+    teardown(function() nginx.stop(); nginx = nil end)
+
+    it("makes one token acquisition for 200 concurrent requests", function()
+      local list = {}
+      for _ = 1, 200 do list[#list + 1] = "url = \"" .. nginx.url .. "/fast\"" end
+      write(dir .. "/urls.txt", table.concat(list, "\n") .. "\n")
+      local out = sh("curl -s --no-progress-meter --parallel --parallel-max 25 -K " .. dir .. "/urls.txt")
+      local _, n = out:gsub("user1@example.com", "")
+      assert.equal(200, n)
+      print(("\nshared token: %d token requests (%d successful) for 200 calls over 4 workers"):format(count("token"), count("token", 200)))
+      assert.equal(1, count("token", 200))
+      assert.is_true(count("token") <= 2) -- the use_dpop_nonce answer and the success
+    end)
+  end)
+
+  describe("the DPoP guard", function()
+    local okta, token, url
+    setup(function()
+      nginx = start_nginx(dir, emu, 1)
+      url = nginx.url .. "/protected"
+      okta = assert(oktadpop.new{org_url = emu.url, client_id = CLIENT_ID, scopes = "okta.users.read",
+        private_key = dir .. "/cc.pem", kid = "nginx-cc"})
+      token = assert(okta:token())
+    end)
+    teardown(function() nginx.stop(); nginx = nil end)
+
+    local function proof(over)
+      local o = {htm = "GET", htu = url, access_token = token}
+      for k, v in pairs(over or {}) do o[k] = v end
+      return assert(oktadpop.dpop_proof(over and over.key or okta.dpop_key, o))
+    end
+
+    local function expect_denied(headers, code, method)
+      local status, www = curl(url, headers, method)
+      assert.equal(401, status)
+      assert.is_string(www)
+      assert.matches('^DPoP ', www)
+      assert.matches('error="' .. code .. '"', www, 1, true)
+    end
+
+    it("lets a valid DPoP-bound call through with the claims in ngx.ctx", function()
+      local out = sh(("curl -s -H 'Authorization: DPoP %s' -H 'DPoP: %s' '%s'"):format(token, proof(), url))
+      assert.equal("hello " .. CLIENT_ID .. " " .. okta.dpop_key:thumbprint() .. "\n", out)
+    end)
+
+    it("rejects a missing proof", function()
+      expect_denied({"Authorization: DPoP " .. token}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a wrong htm", function()
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{htm = "POST"}}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a wrong htu", function()
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{htu = nginx.url .. "/other"}}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a replayed jti", function()
+      local p = proof()
+      assert.equal(200, (curl(url, {"Authorization: DPoP " .. token, "DPoP: " .. p})))
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. p}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a wrong ath", function()
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{access_token = "another-token"}}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a proof by another key", function()
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{key = assert(oktadpop.generate_key())}}, "invalid_dpop_proof")
+    end)
+
+    it("rejects a Bearer-scheme use of a DPoP token", function()
+      expect_denied({"Authorization: Bearer " .. token, "DPoP: " .. proof()}, "invalid_token")
+    end)
+
+    it("rejects an expired token", function()
+      emu:control{token_lifetime = 1}
+      local short = assert(oktadpop.new{org_url = emu.url, client_id = CLIENT_ID, scopes = "okta.users.read",
+        private_key = dir .. "/cc.pem", kid = "nginx-cc", renew_skew = 0})
+      local t = assert(short:token())
+      emu:control{token_lifetime = 3600}
+      os.execute("sleep 2.5")
+      local p = assert(oktadpop.dpop_proof(short.dpop_key, {htm = "GET", htu = url, access_token = t}))
+      expect_denied({"Authorization: DPoP " .. t, "DPoP: " .. p}, "invalid_token")
+    end)
+  end)
+end)
