@@ -3,6 +3,7 @@
 local oktadpop = require "oktadpop"
 local emulator = require "spec.support.emulator"
 local cjson = require "cjson"
+local util = require "spec.support.util"
 
 local CLIENT_ID = "0oaspec0000000000001"
 local BEARER_CLIENT = "0oaspec0000000000002"
@@ -23,13 +24,7 @@ describe("client against the emulator", function()
     return assert(oktadpop.new(cfg))
   end
 
-  local function count(kind, status)
-    local n = 0
-    for _, e in ipairs(emu:log()) do
-      if e.kind == kind and (not status or e.status == status) then n = n + 1 end
-    end
-    return n
-  end
+  local function count(kind, status) return util.log_count(emu, kind, status) end
 
   setup(function()
     cc_key = assert(oktadpop.generate_key("RS256", {kid = "spec-cc"}))

@@ -2,6 +2,9 @@
 -- verify with `openssl dgst -verify`, openssl's signatures verify with oktadpop, and
 -- thumbprints match ones computed here from openssl's view of the key.
 local oktadpop = require "oktadpop"
+local util = require "spec.support.util"
+local b64url, unb64url, parts = util.b64url, util.unb64url, util.parts
+local tmpfile, cleanup, readfile, run, sh = util.tmpfile, util.cleanup, util.readfile, util.run, util.sh
 
 local ALGS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
 local SHA = {RS256 = "sha256", RS384 = "sha384", RS512 = "sha512", ES256 = "sha256", ES384 = "sha384", ES512 = "sha512"}
@@ -9,43 +12,6 @@ local EC_SIZE = {ES256 = 32, ES384 = 48, ES512 = 66}
 local CURVE = {ES256 = "P-256", ES384 = "P-384", ES512 = "P-521"}
 
 -- ---- small helpers, all in plain Lua (5.1 and 5.4: no bit operators) ----
-
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-local B64_VAL = {}
-for i = 1, 64 do B64_VAL[B64:byte(i)] = i - 1 end
-
-local function b64url(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local chunk = {}
-    for j = 3, 0, -1 do
-      local v = math.floor(n / 64 ^ j) % 64
-      chunk[#chunk + 1] = B64:sub(v + 1, v + 1)
-    end
-    out[#out + 1] = table.concat(chunk, "", 1, c and 4 or b and 3 or 2)
-  end
-  return table.concat(out)
-end
-
-local function unb64url(s)
-  assert(#s % 4 ~= 1, "bad base64url length")
-  local out = {}
-  for i = 1, #s, 4 do
-    local group = s:sub(i, i + 3)
-    local n = 0
-    for j = 1, 4 do
-      local c = group:byte(j)
-      local v = c and B64_VAL[c] or 0
-      assert(not c or B64_VAL[c], "bad base64url character")
-      n = n * 64 + v
-    end
-    local bytes = string.char(math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-    out[#out + 1] = bytes:sub(1, #group - 1)
-  end
-  return table.concat(out)
-end
 
 local function from_hex(h)
   h = h:gsub("[^%x]", "")
@@ -100,50 +66,6 @@ local function der_to_raw(der, size)
 end
 
 -- ---- files and commands ----
-
-local created = {}
-local function tmpfile(content)
-  local path = os.tmpname()
-  created[#created + 1] = path
-  if content then
-    local f = assert(io.open(path, "wb"))
-    f:write(content)
-    f:close()
-  end
-  return path
-end
-
-local function cleanup()
-  for i = #created, 1, -1 do
-    os.remove(created[i])
-    created[i] = nil
-  end
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- True when the command exits 0 (os.execute differs between 5.1 and 5.2+).
-local function run(cmd)
-  local a, _, c = os.execute(cmd .. " >/dev/null 2>&1")
-  if type(a) == "number" then return a == 0 end
-  return a == true and c == 0
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>/dev/null"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function parts(jwt)
-  return jwt:match("^([^.]*)%.([^.]*)%.([^.]*)$")
-end
 
 -- openssl dgst -verify over input with a JOSE signature (converted to DER for ES).
 local function openssl_verifies(alg, pub_pem, input, jose_sig)

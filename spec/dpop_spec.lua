@@ -2,26 +2,9 @@
 -- every check it makes.
 local oktadpop = require "oktadpop"
 local cjson = require "cjson"
+local util = require "spec.support.util"
+local b64url, parts = util.b64url, util.parts
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-local function b64url(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local chunk = {}
-    for j = 3, 0, -1 do
-      local v = math.floor(n / 64 ^ j) % 64
-      chunk[#chunk + 1] = B64:sub(v + 1, v + 1)
-    end
-    out[#out + 1] = table.concat(chunk, "", 1, c and 4 or b and 3 or 2)
-  end
-  return table.concat(out)
-end
-
-local function parts(jwt)
-  return jwt:match("^([^.]*)%.([^.]*)%.([^.]*)$")
-end
 
 local NOW = 1700000000
 local HTU = "https://example.okta.com/api/v1/users"

@@ -2,46 +2,11 @@
 -- for every alg, malformed tokens, and private_key_jwt client assertions.
 local oktadpop = require "oktadpop"
 local cjson = require "cjson"
+local util = require "spec.support.util"
+local b64url, parts, tmpfile, readfile, B64 = util.b64url, util.parts, util.tmpfile, util.readfile, util.B64
 
 local ALGS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
 local ES_SIG_CHARS = {ES256 = 86, ES384 = 128, ES512 = 176} -- base64url of 64/96/132 bytes
-
-local function tmpfile(content)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-  return path
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function parts(jwt)
-  local h, p, s = jwt:match("^([^.]*)%.([^.]*)%.([^.]*)$")
-  return h, p, s
-end
-
--- Plain base64url (no padding) in Lua, to build tokens the module did not make.
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-local function b64url(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local chunk = {}
-    for j = 3, 0, -1 do
-      local v = math.floor(n / 64 ^ j) % 64
-      chunk[#chunk + 1] = B64:sub(v + 1, v + 1)
-    end
-    out[#out + 1] = table.concat(chunk, "", 1, c and 4 or b and 3 or 2)
-  end
-  return table.concat(out)
-end
 
 local function expect_fail(check, v, err, kind)
   assert.is_nil(v)

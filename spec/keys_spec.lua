@@ -1,21 +1,8 @@
 -- Keys: generation, loading from every source, validation errors, JWK/PEM export, tostring.
 local oktadpop = require "oktadpop"
 
-local function tmpfile(content, mode)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-  if mode then os.execute("chmod " .. mode .. " " .. path) end
-  return path
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>/dev/null"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local util = require "spec.support.util"
+local tmpfile, sh = util.tmpfile, util.sh
 
 describe("generate_key", function()
   it("defaults to ES256 on P-256", function()

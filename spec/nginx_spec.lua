@@ -2,25 +2,12 @@
 -- with DPoP, not blocking the worker, one token for many workers, and the DPoP guard.
 local oktadpop = require "oktadpop"
 local emulator = require "spec.support.emulator"
-local cjson = require "cjson"
+local util = require "spec.support.util"
 
 local ROOT = assert(io.popen("pwd")):read("*l")
 local CLIENT_ID = "0oanginx000000000001"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function now_s() return tonumber(sh("date +%s.%N")) end
+local sh, write = util.sh, util.write
 
 -- Starts nginx with the given worker count; returns {url=, stop=}.
 local function start_nginx(dir, emu, workers)
@@ -104,13 +91,7 @@ end
 describe("oktadpop.resty in nginx", function()
   local emu, dir, nginx, cc_key, dpop_key
 
-  local function count(kind, status)
-    local n = 0
-    for _, e in ipairs(emu:log()) do
-      if e.kind == kind and (not status or e.status == status) then n = n + 1 end
-    end
-    return n
-  end
+  local function count(kind, status) return util.log_count(emu, kind, status) end
 
   setup(function()
     math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
