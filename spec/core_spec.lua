@@ -259,4 +259,64 @@ describe("the protocol core", function()
     assert.equal("done", b:operation("token"):step().action)
     assert.is_false(b:set_token_state{token = "x", token_type = "DPoP", expires_at = os.time() - 1})
   end)
+
+  describe("regressions from review", function()
+    it("a malformed escape in a path is a config error, not nil, nil", function()
+      local c = client()
+      local op, err = c:operation("GET", "/api/v1/users/100%zz")
+      assert.is_nil(op)
+      assert.equal("config", err.kind)
+      local client2, err2 = oktadpop.new{org_url = ORG, client_id = "x", scopes = "s", private_key = key_path,
+        token_url = ORG .. "/t%zz"}
+      assert.is_nil(client2)
+      assert.matches("token_url", err2.message)
+    end)
+
+    it("long server-provided error fields print without harm", function()
+      local res = response(404, {["x-okta-request-id"] = ("r"):rep(3000)})
+      res.body = {errorCode = ("E"):rep(988), errorSummary = ("s"):rep(5000)}
+      local err = oktadpop.http_error(res, "GET", "/x")
+      for _ = 1, 3 do assert.matches("^oktadpop http error", tostring(err)) end
+      err = oktadpop.error("http", ("m"):rep(9000))
+      err.code = ("c"):rep(9000)
+      assert.is_string(tostring(err))
+    end)
+
+    it("a scope list with a long entry is joined correctly", function()
+      local c = client{scopes = {("a"):rep(1024), "okta.users.read", ("b"):rep(5000)}}
+      assert.equal(("a"):rep(1024) .. " okta.users.read " .. ("b"):rep(5000), c.scopes)
+    end)
+
+    it("sends X-Okta-Retry-Count as a string header", function()
+      local op = api_op(client())
+      op:step(response(429, {["x-rate-limit-reset"] = tostring(os.time())}))
+      local a = op:step()
+      assert.equal("string", type(a.headers["X-Okta-Retry-Count"]))
+    end)
+
+    it("fetches a token first when another operation dropped it", function()
+      local c = client()
+      local op1 = api_op(c)
+      local op2 = c:operation("GET", "/api/v1/groups")
+      op2:step()
+      op2:step(response(401, {["www-authenticate"] = 'DPoP error="invalid_token"'})) -- drops the token
+      local a = op1:step(response(401, {["www-authenticate"] = 'DPoP error="use_dpop_nonce"', ["dpop-nonce"] = "rs"}))
+      assert.equal("token", a.kind)
+      assert.is_nil(a.headers.Authorization)
+    end)
+
+    it("never sends two Content-Type headers", function()
+      local _, a = api_op(client(), "POST", "/api/v1/users", {headers = {["content-type"] = "application/json; okta-version=1.0.0"}, body = "{}"})
+      local n = 0
+      for name in pairs(a.headers) do if name:lower() == "content-type" then n = n + 1 end end
+      assert.equal(1, n)
+    end)
+
+    it("does not retry a token nonce it could not keep", function()
+      local op = client():operation("token")
+      op:step()
+      local a = op:step(response(400, {["dpop-nonce"] = ("n"):rep(600)}, {error = "use_dpop_nonce"}))
+      assert.equal("fail", a.action)
+    end)
+  end)
 end)

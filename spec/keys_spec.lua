@@ -158,6 +158,18 @@ describe("load_key", function()
     end)
   end
 
+  it("refuses oversized RSA members before touching them (no overflow, even unsigned)", function()
+    local jwk = assert(oktadpop.generate_key("RS256")):public_jwk()
+    jwk.e = ("QUFB"):rep(300)
+    local k, err = oktadpop.load_key(jwk)
+    assert.is_nil(k)
+    assert.equal("key", err.kind)
+    local header = require("spec.support.util").b64url(require("cjson").encode{typ = "dpop+jwt", alg = "RS256", jwk = jwk})
+    local claims, perr = oktadpop.verify_dpop_proof(header .. ".e30.AAAA", {htm = "GET", htu = "https://x.example/"})
+    assert.is_nil(claims)
+    assert.equal("jwk", perr.check)
+  end)
+
   it("rejects an alg option that does not fit the key", function()
     local k, err = oktadpop.load_key(ec_sec1, {alg = "ES384"})
     assert.is_nil(k)

@@ -250,7 +250,7 @@ echo "$t1 $t2 $t0 $t3"
         private_key = dir .. "/cc.pem", kid = "nginx-cc", renew_skew = 0})
       local t = assert(short:token())
       emu:control{token_lifetime = 3600}
-      os.execute("sleep 2.5")
+      os.execute("sleep 3.2") -- whole seconds on both sides: exp + leeway (1 s) is surely past
       local p = assert(oktadpop.dpop_proof(short.dpop_key, {htm = "GET", htu = url, access_token = t}))
       expect_denied({"Authorization: DPoP " .. t, "DPoP: " .. p}, "invalid_token")
     end)

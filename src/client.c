@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include "oktadpop.h"
 
-#define OK_MAX_STEPS 32 /* far above the core's own bounds: a second guard against loops */
+#define OK_MAX_STEPS 128 /* above the core's own bound (about 4 * max_retries + 10 steps) */
 #define OK_ENV_FILE_MAX (1024 * 1024)
 
 /* Checks the client at idx is open; raises for a closed one only via nil, err by callers. */
@@ -98,7 +98,16 @@ static int check_headers(lua_State *L, int hidx) {
     if (!name || lua_type(L, -1) != LUA_TSTRING) { ok_fail(L, "config", "header names and values must be strings"); return 0; }
     for (int i = 0; managed[i]; i++)
       if (strcasecmp(name, managed[i]) == 0) { ok_fail(L, "config", "header %s is set by oktadpop", name); return 0; }
-    if (strpbrk(lua_tostring(L, -1), "\r\n")) { ok_fail(L, "config", "header %s contains CR or LF", name); return 0; }
+    if (strpbrk(lua_tostring(L, -1), "\r\n") || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
+      ok_fail(L, "config", "header %s contains CR, LF or NUL", name);
+      return 0;
+    }
+    /* an RFC 9110 token, refused here rather than by the transport after the token request */
+    if (!*name || strlen(name) != lua_rawlen(L, -2) || name[strspn(name, "!#$%&'*+-.^_`|~0123456789"
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")]) {
+      ok_fail(L, "config", "header name is not a token: refused");
+      return 0;
+    }
     lua_pop(L, 1);
   }
   return 1;
@@ -111,7 +120,8 @@ static int make_operation(lua_State *L, int cidx, int midx, int pidx, int oidx) 
   int qidx = 0, bidx = 0, hidx = 0;
   char m[16];
   size_t mlen = strlen(method);
-  if (mlen == 0 || mlen >= sizeof m) return ok_fail(L, "config", "invalid HTTP method");
+  if (mlen == 0 || mlen >= sizeof m || mlen != lua_rawlen(L, midx)) return ok_fail(L, "config", "invalid HTTP method");
+  if (strlen(path) != lua_rawlen(L, pidx)) return ok_fail(L, "config", "path contains a NUL byte");
   for (size_t i = 0; i <= mlen; i++) m[i] = (char)toupper((unsigned char)method[i]);
   for (size_t i = 0; i < mlen; i++)
     if (m[i] < 'A' || m[i] > 'Z') return ok_fail(L, "config", "invalid HTTP method");
@@ -221,7 +231,7 @@ static void push_http_error(lua_State *L, int ridx, const char *method, const ch
       if (lua_isstring(L, -2)) {
         double d = lua_isstring(L, -1) ? ok_http_date(lua_tostring(L, -1)) : -1;
         double wait = atof(lua_tostring(L, -2)) - (d > 0 ? d : ok_now());
-        lua_pushinteger(L, wait > 0 ? (lua_Integer)ceil(wait) : 0);
+        lua_pushinteger(L, wait > 0 && wait < 86400 ? (lua_Integer)ceil(wait) : wait > 0 ? 86400 : 0);
         lua_setfield(L, -5, "retry_after");
       }
       lua_pop(L, 2);
@@ -325,6 +335,7 @@ static int client_paginate(lua_State *L) {
   ok_client *c = open_client(L, 1);
   const char *path = luaL_checkstring(L, 2);
   if (!c) { closed_fail(L); return lua_error(L); }
+  if (strlen(path) != lua_rawlen(L, 2)) { ok_fail(L, "config", "path contains a NUL byte"); return lua_error(L); }
   if (ok_client_url(L, c, path, lua_isnoneornil(L, 3) ? 0 : 3) != 1) return lua_error(L);
   lua_pushvalue(L, 1);
   lua_insert(L, -2);
@@ -484,7 +495,7 @@ static int client_from_env(lua_State *L) {
     const char *file = path ? path : ".env";
     struct stat st;
     char *buf, *scratch;
-    int fd = open(file, O_RDONLY | O_CLOEXEC), r;
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK), r; /* a FIFO would block the open */
     size_t got = 0;
     env_ctx ctx = {L, tidx};
     if (fd < 0) return ok_fail(L, "config", "cannot open %s: %s", file, strerror(errno));

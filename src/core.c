@@ -153,9 +153,9 @@ static int cfg_scopes(lua_State *L, int cfg) {
     int n = (int)lua_rawlen(L, -1), list = lua_gettop(L);
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
+      if (i > 1) luaL_addchar(&b, ' '); /* before the push: the buffer must be on top */
       lua_rawgeti(L, list, i);
       if (lua_type(L, -1) != LUA_TSTRING) { cfg_fail(L, "%s entries must be strings", "scopes"); return 0; }
-      if (i > 1) luaL_addchar(&b, ' ');
       luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
@@ -176,6 +176,19 @@ static int cfg_scopes(lua_State *L, int cfg) {
   return 1;
 }
 
+/* Checks the URL at the top can be a DPoP htu (no malformed escape); else replaces it by
+ * nil, err and returns 0. Pure C between the malloc and the free. */
+static int url_usable(lua_State *L) {
+  size_t n;
+  const char *why = NULL, *url = lua_tolstring(L, -1, &n);
+  char *norm = ok_htu_normalize(url, n, &why);
+  free(norm);
+  if (norm) return 1;
+  lua_pop(L, 1);
+  ok_fail(L, "config", "invalid URL: %s", why);
+  return 0;
+}
+
 /* Validates an https URL (http only for loopback hosts); writes its origin. */
 static int cfg_url(lua_State *L, const char *name, const char *url, char *origin, size_t osz) {
   const char *why = NULL;
@@ -187,6 +200,13 @@ static int cfg_url(lua_State *L, const char *name, const char *url, char *origin
     ok_fail(L, "config", "%s must use https (plain http is allowed only for loopback hosts)", name);
     return 0;
   }
+  lua_pushstring(L, url);
+  if (!url_usable(L)) {
+    lua_getfield(L, -1, "message");
+    ok_fail(L, "config", "%s: %s", name, lua_tostring(L, -1));
+    return 0;
+  }
+  lua_pop(L, 1);
   return 1;
 }
 
@@ -208,6 +228,17 @@ static ok_key *cfg_key(lua_State *L, int cfg, int uv, const char *name, const ch
   lua_setfield(L, uv, name);
   lua_settop(L, top);
   return k;
+}
+
+/* A key file that its group or others can open gets a warning in the debug log (it loads). */
+static void key_file_warning(lua_State *L, int cfg, int cidx, const char *name) {
+  int mode;
+  lua_getfield(L, cfg, name);
+  mode = ok_key_file_mode(L, -1);
+  if (mode >= 0 && (mode & 077))
+    ok_client_debug(L, cidx, "warning: %s file %s is open to its group or others (mode %04o): chmod 600 it",
+                    name, lua_tostring(L, -1), mode);
+  lua_pop(L, 1);
 }
 
 int ok_client_create(lua_State *L, int cfg) {
@@ -295,6 +326,8 @@ int ok_client_create(lua_State *L, int cfg) {
   lua_pushvalue(L, uv);
   lua_setuservalue(L, -3);
   lua_pop(L, 1);
+  key_file_warning(L, cfg, lua_gettop(L), "private_key");
+  if (c->dpop) key_file_warning(L, cfg, lua_gettop(L), "dpop_key");
 
   c->org_origin = dup_cstr(org);
   c->client_id = dup_cstr(client_id);
@@ -430,7 +463,7 @@ int ok_client_url(lua_State *L, ok_client *c, const char *path, int qidx) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  return 1;
+  return url_usable(L) ? 1 : 2;
 }
 
 /* ---- operations ---- */
@@ -489,6 +522,19 @@ static int token_fresh(ok_client *c) {
   return c->token && c->expires_at - c->renew_skew > ok_now();
 }
 
+/* True when the headers table at idx has name, in any letter case. */
+static int has_header(lua_State *L, int idx, const char *name) {
+  int found = 0;
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (!found && lua_next(L, idx)) {
+    found = lua_type(L, -2) == LUA_TSTRING && strcasecmp(lua_tostring(L, -2), name) == 0;
+    lua_pop(L, 1);
+  }
+  if (found) lua_pop(L, 1);
+  return found;
+}
+
 /* Starts an action table {action="send", kind=, method=, url=, headers={}}; leaves the
  * headers table on top of it. */
 static void send_begin(lua_State *L, ok_client *c, const char *kind, const char *method, const char *url) {
@@ -545,9 +591,12 @@ static int send_token(lua_State *L, int cidx, ok_op *op) {
 }
 
 /* Pushes the API request with a fresh proof (a retried request never replays a jti). */
+static int send_token(lua_State *L, int cidx, ok_op *op);
+
 static int send_api(lua_State *L, int cidx, int opidx, ok_op *op) {
   ok_client *c = ok_client_check(L, cidx);
   int top = lua_gettop(L);
+  if (!c->token) return send_token(L, cidx, op); /* another operation may have dropped it */
   if (c->dpop && ok_dpop_make(L, c->dpop_key, op->method, op->url, c->rs_nonce, c->token, c->token_len, proof_iat(c)) != 1)
     return 0;
   send_begin(L, c, "api", op->method, op->url);
@@ -565,16 +614,17 @@ static int send_api(lua_State *L, int cidx, int opidx, ok_op *op) {
   lua_getfield(L, -1, "body");
   if (!lua_isnil(L, -1)) {
     lua_setfield(L, -4, "body");
-    lua_getfield(L, -2, "Content-Type");
-    if (lua_isnil(L, -1)) { lua_pushliteral(L, "application/json"); lua_setfield(L, -4, "Content-Type"); }
+    if (!has_header(L, -2, "content-type")) { lua_pushliteral(L, "application/json"); lua_setfield(L, -3, "Content-Type"); }
+  } else {
+    lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   lua_pushfstring(L, "%s %s", c->dpop ? "DPoP" : "Bearer", c->token);
   lua_setfield(L, -2, "Authorization");
   if (c->dpop) { lua_pushvalue(L, top + 1); lua_setfield(L, -2, "DPoP"); }
   if (op->rl_retries) {
     if (op->retry_for) { lua_pushstring(L, op->retry_for); lua_setfield(L, -2, "X-Okta-Retry-For"); }
-    lua_pushinteger(L, op->rl_retries);
+    lua_pushfstring(L, "%d", op->rl_retries); /* header values are strings */
     lua_setfield(L, -2, "X-Okta-Retry-Count");
   }
   lua_setfield(L, -2, "headers");
@@ -624,7 +674,7 @@ static double rate_limit_wait(lua_State *L, ok_client *c, int hidx) {
   double wait = 1, d = date ? ok_http_date(date) : -1;
   if (reset && d > 0) wait = atof(reset) - d + 1;
   else if (reset) wait = atof(reset) - ok_now() + 1;
-  else if (after) wait = atof(after);
+  else if (after) wait = ok_http_date(after) > 0 ? ok_http_date(after) - (d > 0 ? d : ok_now()) : atof(after);
   if (!(wait >= 0)) wait = 0;
   return wait > c->max_retry_wait ? c->max_retry_wait : wait;
 }
@@ -712,6 +762,7 @@ static int take_token(lua_State *L, int cidx, int ridx, int hidx) {
   tok = lua_type(L, -4) == LUA_TSTRING ? lua_tostring(L, -4) : NULL;
   type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
   if (lua_type(L, -2) == LUA_TNUMBER) expires_in = lua_tonumber(L, -2);
+  if (!(expires_in >= 0 && expires_in <= 86400.0 * 366)) expires_in = 0; /* NaN and absurd values: renew */
   if (!tok || !*tok || strpbrk(tok, "\r\n ")) { ok_fail(L, "oauth", "token response has no usable access_token"); return 0; }
   if (c->dpop && strcasecmp(type, "DPoP") != 0) {
     ok_fail(L, "oauth", "the token endpoint issued a %s token, not DPoP: the Okta app is not set to require DPoP "
@@ -780,8 +831,8 @@ static int step_token_response(lua_State *L, int cidx, int opidx, int ridx, int 
     if (lua_istable(L, -1)) { lua_getfield(L, -1, "error"); code = lua_tostring(L, -1); }
     if (code && strcmp(code, "use_dpop_nonce") == 0 && c->dpop) {
       const char *nonce = resp_header(L, hidx, "dpop-nonce");
-      if (nonce && op->nonce_tries < OK_TOKEN_NONCE_TRIES &&
-          !(op->sent_nonce && strcmp(op->sent_nonce, nonce) == 0)) {
+      if (nonce && c->as_nonce && strcmp(c->as_nonce, nonce) == 0 && /* stored by learn() */
+          op->nonce_tries < OK_TOKEN_NONCE_TRIES && !(op->sent_nonce && strcmp(op->sent_nonce, nonce) == 0)) {
         op->nonce_tries++;
         ok_client_debug(L, cidx, "token endpoint asked for a DPoP nonce: retrying with the server's nonce");
         return send_token(L, cidx, op) ? 1 : push_fail(L, op);
@@ -808,29 +859,36 @@ static int step_token_response(lua_State *L, int cidx, int opidx, int ridx, int 
   return push_fail(L, op);
 }
 
+/* What the WWW-Authenticate challenge says: 1 use_dpop_nonce, 2 invalid_token, 0 other. Pure C
+ * between the parse and the free, so no Lua error can strand the copy. */
+static int challenge(const char *www) {
+  char *werr = www ? ok_www_auth_param(www, strlen(www), "error") : NULL;
+  int kind = !werr ? 0 : strcmp(werr, "use_dpop_nonce") == 0 ? 1 : strcmp(werr, "invalid_token") == 0 ? 2 : 0;
+  free(werr);
+  return kind;
+}
+
 static int step_api_response(lua_State *L, int cidx, int opidx, int ridx, int hidx, ok_client *c, ok_op *op) {
   long status;
-  const char *www = resp_header(L, hidx, "www-authenticate");
-  char *werr = www ? ok_www_auth_param(www, strlen(www), "error") : NULL;
+  int said;
   lua_getfield(L, ridx, "status");
   status = (long)lua_tointeger(L, -1);
   lua_pop(L, 1);
+  said = challenge(resp_header(L, hidx, "www-authenticate"));
   ok_client_debug(L, cidx, "%s %s -> HTTP %ld", op->method, op->url, status);
-  if ((status == 401 || status == 400) && werr && strcmp(werr, "use_dpop_nonce") == 0 &&
-      c->dpop && !op->rs_nonce_retried && resp_header(L, hidx, "dpop-nonce")) {
-    free(werr);
+  if ((status == 401 || status == 400) && said == 1 && c->dpop && !op->rs_nonce_retried &&
+      c->rs_nonce && resp_header(L, hidx, "dpop-nonce") &&
+      strcmp(c->rs_nonce, resp_header(L, hidx, "dpop-nonce")) == 0) {
     op->rs_nonce_retried = 1;
     ok_client_debug(L, cidx, "resource server asked for a DPoP nonce: retrying once with it");
     return send_api(L, cidx, opidx, op) ? 1 : push_fail(L, op);
   }
-  if (status == 401 && werr && strcmp(werr, "invalid_token") == 0 && !op->token_refreshed) {
-    free(werr);
+  if (status == 401 && said == 2 && !op->token_refreshed) {
     op->token_refreshed = 1;
     ok_client_clear_token(c);
     ok_client_debug(L, cidx, "access token rejected (invalid_token): fetching a new one once");
     return send_token(L, cidx, op) ? 1 : push_fail(L, op);
   }
-  free(werr);
   if (status == 429 && op->rl_retries < c->max_retries) {
     const char *rid = resp_header(L, hidx, "x-okta-request-id");
     double wait = rate_limit_wait(L, c, hidx);

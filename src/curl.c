@@ -120,12 +120,14 @@ static void push_headers(lua_State *L, const ok_buf *head) {
         name[nl] = '\0';
         for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
         for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'); ve--) {}
-        lua_getfield(L, -1, name);
+        int tbl = lua_gettop(L), prev;
+        lua_getfield(L, tbl, name);
+        prev = lua_gettop(L); /* absolute: 5.4's buffinit pushes a placeholder, 5.1's does not */
         luaL_buffinit(L, &b);
-        if (lua_isstring(L, -2)) { lua_pushvalue(L, -2); luaL_addvalue(&b); luaL_addstring(&b, ", "); }
+        if (lua_isstring(L, prev)) { lua_pushvalue(L, prev); luaL_addvalue(&b); luaL_addstring(&b, ", "); }
         luaL_addlstring(&b, v, (size_t)(ve - v));
         luaL_pushresult(&b);
-        lua_setfield(L, -3, name);
+        lua_setfield(L, tbl, name);
         lua_pop(L, 1);
       }
     }

@@ -68,15 +68,16 @@ static int error_tostring(lua_State *L) {
   lua_getfield(L, 1, "message");
   if (lua_isstring(L, -1)) luaL_addvalue(&b); else lua_pop(L, 1);
   for (int i = 0; extras[i]; i++) {
+    int present;
     lua_getfield(L, 1, extras[i]);
-    if (lua_isstring(L, -1)) {
-      luaL_addstring(&b, first ? " (" : ", ");
-      if (i != 1) { luaL_addstring(&b, extras[i]); luaL_addchar(&b, ' '); }
-      luaL_addvalue(&b);
-      first = 0;
-    } else {
-      lua_pop(L, 1);
-    }
+    present = lua_isstring(L, -1);
+    lua_pop(L, 1); /* nothing may sit on the buffer while we add to it */
+    if (!present) continue;
+    luaL_addstring(&b, first ? " (" : ", ");
+    if (i != 1) { luaL_addstring(&b, extras[i]); luaL_addchar(&b, ' '); }
+    lua_getfield(L, 1, extras[i]);
+    luaL_addvalue(&b);
+    first = 0;
   }
   if (!first) luaL_addchar(&b, ')');
   luaL_pushresult(&b);
@@ -103,7 +104,8 @@ void ok_errors_open(lua_State *L) {
 }
 
 int ok_keep(lua_State *L, int base, int n) {
-  for (int i = 1; i <= n; i++) lua_replace(L, base + n + 1 - i);
+  int top = lua_gettop(L);
+  for (int i = 1; i <= n; i++) lua_copy(L, top - n + i, base + i); /* targets never pass sources */
   lua_settop(L, base + n);
   return n;
 }

@@ -17,6 +17,11 @@ void ok_json_open(lua_State *L) {
   lua_getfield(L, -1, "encode_invalid_numbers");
   lua_pushboolean(L, 0);
   lua_call(L, 1, 0);
+  /* RFC 8259 numbers only: cjson's default takes NaN, Infinity and hex, and a NaN exp or iat
+   * passes every comparison, so it would never expire. */
+  lua_getfield(L, -1, "decode_invalid_numbers");
+  lua_pushboolean(L, 0);
+  lua_call(L, 1, 0);
   lua_setfield(L, LUA_REGISTRYINDEX, OK_JSON_REG);
   lua_pop(L, 1);
 }

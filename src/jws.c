@@ -309,7 +309,8 @@ static int verify_key(lua_State *L, int jwtidx, int keyidx) {
       lua_pop(L, 1);
       lua_createtable(L, 0, 1);
       lua_getfield(L, -2, "kid");
-      lua_setfield(L, -2, "kid");
+      if (lua_type(L, -1) == LUA_TSTRING) lua_setfield(L, -2, "kid"); /* the token's: any JSON */
+      else lua_pop(L, 1);
       lua_remove(L, -2);
       return ok_key_load(L, keyidx, -1) == 1 ? 1 : 2;
     }

@@ -108,6 +108,7 @@ static int add_bn_b64(luaL_Buffer *b, EVP_PKEY *pkey, const char *param, size_t 
   unsigned char buf[600];
   int n;
   if (!EVP_PKEY_get_bn_param(pkey, param, &bn)) return 0;
+  if ((size_t)BN_num_bytes(bn) > sizeof buf || pad > sizeof buf) { BN_free(bn); return 0; }
   n = pad ? BN_bn2binpad(bn, buf, (int)pad) : BN_bn2bin(bn, buf);
   BN_free(bn);
   if (n <= 0) return 0;
@@ -201,7 +202,8 @@ static const char *pem_decode(EVP_PKEY **out, const char *pem, size_t n, const c
   OSSL_DECODER_CTX *dctx;
   const unsigned char *p = (const unsigned char *)pem;
   size_t left = n;
-  int encrypted = memmem(pem, n, "ENCRYPTED", 9) != NULL;
+  /* The armour line or the legacy header says so; "ENCRYPTED" can also be base64 text. */
+  int encrypted = memmem(pem, n, "-----BEGIN ENCRYPTED ", 21) || memmem(pem, n, "Proc-Type: 4,ENCRYPTED", 22);
 
   if (encrypted && !pass) return "the private key is encrypted: pass opts.passphrase";
   dctx = OSSL_DECODER_CTX_new_for_pkey(out, "PEM", NULL, NULL, 0, NULL, NULL);
@@ -213,6 +215,24 @@ static const char *pem_decode(EVP_PKEY **out, const char *pem, size_t n, const c
   if (ok && *out) return NULL;
   if (encrypted) return "cannot decrypt the private key: wrong passphrase or corrupt PEM";
   return "corrupt PEM: no RSA or EC key could be decoded";
+}
+
+/* OpenSSL loads a PEM private key without checking its parts agree (a JWK gets a pairwise
+ * check). One signature over a fixed text, verified with the key's own public half, refuses
+ * a corrupt private part at load time, for a fraction of the pairwise check's cost. */
+static int pem_sign_check(const ok_key *k) {
+  static const unsigned char msg[] = "oktadpop key check";
+  unsigned char sig[1024];
+  size_t slen = sizeof sig;
+  int ok = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (ctx && EVP_DigestSignInit(ctx, NULL, ok_alg_md(k->alg), NULL, k->pkey) == 1 &&
+      EVP_DigestSign(ctx, sig, &slen, msg, sizeof msg - 1) == 1 && EVP_MD_CTX_reset(ctx) == 1)
+    ok = EVP_DigestVerifyInit(ctx, NULL, ok_alg_md(k->alg), NULL, k->pkey) == 1 &&
+         EVP_DigestVerify(ctx, sig, slen, msg, sizeof msg - 1) == 1;
+  EVP_MD_CTX_free(ctx);
+  ERR_clear_error();
+  return ok;
 }
 
 /* ---- JWK ---- */
@@ -256,6 +276,8 @@ static const char *jwk_build(EVP_PKEY **out, const field *f) {
   is_rsa = f[F_KTY].n == 3 && memcmp(f[F_KTY].s, "RSA", 3) == 0;
   if (is_rsa) {
     if (!f[F_N].s || !f[F_E].s) { err = "RSA JWK needs n and e"; goto done; }
+    /* n of at most 4096 bits, e of at most 64: checked before any parsing of outside bytes */
+    if (f[F_N].n > ok_b64url_len(512) || f[F_E].n > ok_b64url_len(8)) { err = "RSA JWK n or e is too long"; goto done; }
     for (int i = 0; i < 8; i++) {
       bns[i] = field_bn(&f[F_N + i], &bad);
       if (bns[i]) OSSL_PARAM_BLD_push_BN(bld, rsa_params[i], bns[i]);
@@ -324,6 +346,7 @@ static const char *jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *w
     int n = (int)lua_rawlen(L, -1), pick = 0;
     for (int i = 1; i <= n && want_kid; i++) {
       lua_rawgeti(L, -1, i);
+      if (!lua_istable(L, -1)) { lua_pop(L, 1); continue; } /* indexing a number would raise */
       lua_getfield(L, -1, "kid");
       if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), want_kid) == 0) pick = i;
       lua_pop(L, 2);
@@ -363,7 +386,7 @@ static const char *jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *w
 static const char *file_read(lua_State *L, const char *path, const char **data, size_t *len) {
   static char msg[160];
   struct stat st;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO would block the open */
   char *buf;
   size_t got = 0;
   if (fd < 0) {
@@ -394,6 +417,16 @@ static const char *text_kind(const char *s, size_t n) {
   return NULL;
 }
 
+int ok_key_file_mode(lua_State *L, int idx) {
+  struct stat st;
+  size_t n;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING) return -1;
+  s = lua_tolstring(L, idx, &n);
+  if (text_kind(s, n) || n > 4096 || memchr(s, '\n', n) || strlen(s) != n || stat(s, &st) != 0) return -1;
+  return (int)(st.st_mode & 07777);
+}
+
 static const char *opt_string(lua_State *L, int optidx, const char *name) {
   if (!optidx) return NULL;
   lua_getfield(L, optidx, name); /* left on the stack so the string stays alive */
@@ -407,7 +440,7 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
   const char *text = NULL;
   size_t tlen = 0;
   ok_key *k;
-  int kidx;
+  int kidx, from_pem = 0;
 
   idx = lua_absindex(L, idx);
   if (optidx && lua_isnoneornil(L, optidx)) optidx = 0;
@@ -445,6 +478,7 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
     }
     if (kind[0] == 'p') {
       err = pem_decode(&k->pkey, text, tlen, pass);
+      from_pem = 1;
     } else if (!ok_json_decode(L, text, tlen)) {
       return ok_fail(L, "key", "corrupt JWK JSON");
     } else if (!lua_istable(L, -1)) {
@@ -457,6 +491,8 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
     return luaL_argerror(L, idx, "expected a key, a JWK table, a PEM or JWK string, or a file path");
   }
   if (!err) err = key_finish(L, k, want_alg ? want_alg : jalg, want_kid ? want_kid : jkid);
+  if (!err && from_pem && k->is_private && !pem_sign_check(k))
+    err = "the private key's parts do not agree (its signatures fail with its own public key): corrupt key";
   if (err) return ok_fail(L, "key", "%s", err);
   lua_pushvalue(L, kidx);
   return 1;
@@ -588,10 +624,6 @@ void ok_keys_open(lua_State *L) {
   if (luaL_newmetatable(L, OK_KEY_MT)) {
     lua_pushcfunction(L, key_gc);
     lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, key_gc);
-    lua_setfield(L, -2, "__close");
-#endif
     lua_pushcfunction(L, key_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "oktadpop.key");

@@ -70,6 +70,8 @@ size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
 ok_key *ok_key_check(lua_State *L, int idx);
 /* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
 int ok_key_load(lua_State *L, int idx, int optidx);
+/* When the load_key source at idx names a file: its permission bits (st_mode & 07777), else -1. */
+int ok_key_file_mode(lua_State *L, int idx);
 void ok_keys_open(lua_State *L);
 int ok_key_loadkey(lua_State *L);
 int ok_key_generate(lua_State *L);

@@ -85,9 +85,10 @@ static int hexval(int c) {
   return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* RFC 3986 pchar characters that never need escaping in a path: unreserved, sub-delims, ':' '@'. */
+/* RFC 3986 pchar characters that never need escaping in a path: unreserved, sub-delims, ':' '@'.
+ * Not NUL: strchr finds the terminator, and a decoded %00 would cut the htu short. */
 static int path_safe(int c) {
-  return isalnum(c) || strchr("-._~!$&'()*+,;=:@", c) != NULL;
+  return c != 0 && (isalnum(c) || strchr("-._~!$&'()*+,;=:@", c) != NULL);
 }
 
 char *ok_htu_normalize(const char *url, size_t n, const char **why) {

@@ -4,6 +4,7 @@
 -- Tokens and nonces can be shared by all workers through a lua_shared_dict, with a lock so
 -- that an expiring token is renewed by one worker, not by all of them.
 local oktadpop = require "oktadpop"
+local cjson = require "cjson.safe"
 
 local ngx = ngx
 local tcp = ngx.socket.tcp
@@ -12,10 +13,9 @@ local tonumber, type, pairs, setmetatable = tonumber, type, pairs, setmetatable
 
 local _M = {_VERSION = oktadpop._VERSION}
 
-local DEFAULTS = {timeout = 30, connect_timeout = 10, max_body = 16 * 1024 * 1024}
-local LOCK_TTL = 15        -- seconds a token-renewal lock may be held
-local LOCK_WAIT = 10       -- seconds a worker waits for another worker's renewal
-local MAX_HEADER_LINES = 200
+local DEFAULTS = {timeout = 30, connect_timeout = 10, max_body = 16 * 1024 * 1024,
+                  max_retries = 2, max_retry_wait = 60}
+local MAX_HEADER_BYTES = 64 * 1024
 
 local function net_error(kind, fmt, ...)
   return {error = oktadpop.error(kind, str_format(fmt, ...))}
@@ -34,7 +34,7 @@ local function read_body(sock, headers, limit)
     while true do
       local line, err = sock:receive("*l")
       if not line then return nil, err end
-      local size = tonumber(line:match("^%x+"), 16)
+      local size = tonumber(line:match("^%x+") or "", 16)
       if not size then return nil, "malformed chunk size" end
       if size == 0 then
         repeat line, err = sock:receive("*l") until not line or line == ""
@@ -48,10 +48,17 @@ local function read_body(sock, headers, limit)
       sock:receive("*l")
     end
   end
-  local body, err, partial = sock:receive("*a")
-  if not body then return nil, err end
-  if #body > limit then return nil, "response body exceeds max_body" end
-  return body, nil, partial
+  local parts, total = {}, 0 -- read to close, in bounded pieces
+  while true do
+    local data, err = sock:receiveany(65536)
+    if not data then
+      if err == "closed" then return concat(parts) end
+      return nil, err
+    end
+    total = total + #data
+    if total > limit then return nil, "response body exceeds max_body" end
+    parts[#parts + 1] = data
+  end
 end
 
 local function cosocket_transport(conf)
@@ -72,6 +79,7 @@ local function cosocket_transport(conf)
     end
     local lines = {req.method, " ", path, " HTTP/1.1\r\nHost: ", host, port ~= (scheme == "https" and 443 or 80) and (":" .. port) or "", "\r\n"}
     for name, value in pairs(req.headers) do
+      value = tostring(value)
       if value:find("[\r\n]") or name:find("[^%w%-_]") then
         sock:close()
         return net_error("config", "header %s has a CR or LF or an invalid name: refused", name)
@@ -83,20 +91,29 @@ local function cosocket_transport(conf)
     lines[#lines + 1] = req.body
     ok, err = sock:send(lines)
     if not ok then sock:close() return net_error(err == "timeout" and "timeout" or "network", "%s %s failed: send: %s", req.method, req.url, err) end
-    local status_line
-    status_line, err = sock:receive("*l")
-    local status = status_line and tonumber(status_line:match("^HTTP/1%.%d (%d%d%d)"))
+    -- the header block, read in bounded pieces up to the blank line
+    local reader, parts, size = sock:receiveuntil("\r\n\r\n"), {}, 0
+    while true do
+      local data, rerr = reader(8192)
+      if not data then
+        if rerr then
+          sock:close()
+          return net_error(rerr == "timeout" and "timeout" or "network", "%s %s failed: %s", req.method, req.url, rerr)
+        end
+        break
+      end
+      size = size + #data
+      if size > MAX_HEADER_BYTES then sock:close() return net_error("network", "%s %s: response headers too large", req.method, req.url) end
+      parts[#parts + 1] = data
+    end
+    local head = concat(parts)
+    local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
     if not status then
       sock:close()
-      return net_error(err == "timeout" and "timeout" or "network", "%s %s failed: %s", req.method, req.url, err or "malformed status line")
+      return net_error("network", "%s %s failed: malformed status line", req.method, req.url)
     end
-    local headers, n = {}, 0
-    while true do
-      local line, herr = sock:receive("*l")
-      if not line then sock:close() return net_error(herr == "timeout" and "timeout" or "network", "%s %s failed: %s", req.method, req.url, herr) end
-      if line == "" then break end
-      n = n + 1
-      if n > MAX_HEADER_LINES then sock:close() return net_error("network", "%s %s: too many response headers", req.method, req.url) end
+    local headers = {}
+    for line in head:gmatch("\r\n([^\r\n]+)") do
       local name, value = line:match("^([^:]+):%s*(.-)%s*$")
       if name then
         name = str_lower(name)
@@ -140,30 +157,26 @@ local function dict_prefix(core)
   return "oktadpop:" .. core.org_url .. ":" .. core.client_id .. ":" .. (core.dpop_key and core.dpop_key:thumbprint() or "bearer") .. ":"
 end
 
+-- The token travels as one JSON value, so no worker reads half of an old and half of a new one.
 function Client:_pull()
   if not self.dict then return end
-  local token = self.dict:get(self.prefix .. "token")
-  self.core:set_token_state{
-    token = token,
-    token_type = self.dict:get(self.prefix .. "token_type"),
-    expires_at = self.dict:get(self.prefix .. "expires_at"),
-    scope = self.dict:get(self.prefix .. "scope"),
-    as_nonce = self.dict:get(self.prefix .. "as_nonce"),
-    rs_nonce = self.dict:get(self.prefix .. "rs_nonce"),
-  }
+  local raw = self.dict:get(self.prefix .. "token")
+  local state = raw and cjson.decode(raw)
+  if type(state) ~= "table" then state = {} end
+  state.as_nonce = self.dict:get(self.prefix .. "as_nonce")
+  state.rs_nonce = self.dict:get(self.prefix .. "rs_nonce")
+  self.core:set_token_state(state)
 end
 
 function Client:_push()
   if not self.dict then return end
   local s = self.core:token_state()
   local p, d = self.prefix, self.dict
-  if s.token then
+  if s.token and s.token ~= self.pushed then
     local ttl = s.expires_at - ngx.now()
-    if ttl > 0 and d:get(p .. "token") ~= s.token then
-      d:set(p .. "token_type", s.token_type, ttl)
-      d:set(p .. "expires_at", s.expires_at, ttl)
-      d:set(p .. "scope", s.scope, ttl)
-      d:set(p .. "token", s.token, ttl)
+    if ttl > 0 then
+      d:set(p .. "token", cjson.encode{token = s.token, token_type = s.token_type, expires_at = s.expires_at, scope = s.scope}, ttl)
+      self.pushed = s.token
     end
   end
   if s.as_nonce then d:set(p .. "as_nonce", s.as_nonce, 3 * 86400) end
@@ -173,7 +186,7 @@ end
 -- Runs a core operation to its end: the only loop, bounded by the core's own counters.
 function Client:_run(op)
   local action = op:step()
-  for _ = 1, 64 do
+  for _ = 1, 128 do
     local kind = action.action
     if kind == "send" then
       action = op:step(self.transport(action))
@@ -186,36 +199,43 @@ function Client:_run(op)
       return nil, action.error
     end
   end
-  return nil, oktadpop.error("network", "gave up after 64 steps")
+  return nil, oktadpop.error("network", "gave up after 128 steps")
 end
 
--- Makes sure a fresh token is in the core, fetching it in one worker only.
+function Client:_fresh()
+  local s = self.core:token_state()
+  return s.token and s.expires_at - self.renew_skew > ngx.now()
+end
+
+-- Makes sure a fresh token is in the core, fetching it in one worker only: the lock holds
+-- the owner's id (deleted only by its owner), lives as long as the slowest token exchange,
+-- and is released even when the exchange raises.
 function Client:_ensure_token(force)
   self:_pull()
-  if not force then
-    local s = self.core:token_state()
-    if s.token and s.expires_at - self.renew_skew > ngx.now() then return true end
-  end
+  if not force and self:_fresh() then return true end
   if not self.dict then
     local done, err = self:_run(self.core:operation("token", force))
     return done ~= nil, err
   end
-  local lock = self.prefix .. "lock"
-  local deadline = ngx.now() + LOCK_WAIT
-  while true do
-    local ok = self.dict:add(lock, ngx.worker.pid(), LOCK_TTL)
-    if ok then
-      local done, err = self:_run(self.core:operation("token", force))
-      self.dict:delete(lock)
+  local lock, me = self.prefix .. "lock", ngx.worker.pid() .. ":" .. ngx.now() .. ":" .. math.random()
+  local deadline = ngx.now() + self.lock_ttl
+  repeat
+    if self.dict:add(lock, me, self.lock_ttl) then
+      self:_pull() -- another worker may have finished just before we took the lock
+      if not force and self:_fresh() then
+        if self.dict:get(lock) == me then self.dict:delete(lock) end
+        return true
+      end
+      local ok, done, err = pcall(self._run, self, self.core:operation("token", force))
+      if self.dict:get(lock) == me then self.dict:delete(lock) end
+      if not ok then error(done, 0) end
       return done ~= nil, err
     end
     ngx.sleep(0.02)
     self:_pull()
-    local s = self.core:token_state()
-    if s.token and s.expires_at - self.renew_skew > ngx.now() then return true end
-    if ngx.now() > deadline then break end
-  end
-  local done, err = self:_run(self.core:operation("token", force))
+    if self:_fresh() then return true end
+  until ngx.now() > deadline
+  local done, err = self:_run(self.core:operation("token", force)) -- the holder is gone
   return done ~= nil, err
 end
 
@@ -313,6 +333,8 @@ function _M.new(config)
     core = core, dict = dict,
     transport = config.transport and user_transport(config.transport) or cosocket_transport(conf),
     renew_skew = config.renew_skew or 60,
+    -- the slowest token exchange: every attempt timing out, plus the longest waits
+    lock_ttl = (conf.timeout + conf.connect_timeout) * (conf.max_retries + 3) + conf.max_retry_wait * conf.max_retries,
   }, Client)
   if dict then self.prefix = dict_prefix(core) end
   return self

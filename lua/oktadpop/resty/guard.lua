@@ -38,10 +38,20 @@ local function deny(code, description)
   return ngx.exit(ngx.HTTP_UNAUTHORIZED)
 end
 
--- The URL the client signed: scheme and host as the client sees them (opts.origin when
--- behind a proxy), the request path; verify_dpop_proof normalises and drops the query.
+-- The URL the client signed: opts.origin (set it behind a proxy), else this server's own
+-- name when server_name is a plain name, else the Host header; then the request path
+-- (verify_dpop_proof normalises it and drops the query).
 local function request_htu(opts)
-  local origin = opts.origin or (ngx.var.scheme .. "://" .. (ngx.var.http_host or ngx.var.host))
+  local origin = opts.origin
+  if not origin then
+    local name, scheme = ngx.var.server_name, ngx.var.scheme
+    local host = ngx.var.http_host or ngx.var.host
+    if name and name ~= "" and name ~= "_" and not name:find("[~*]") then
+      local port = ngx.var.server_port
+      host = (port == (scheme == "https" and "443" or "80")) and name or (name .. ":" .. port)
+    end
+    origin = scheme .. "://" .. host
+  end
   return origin .. ngx.var.request_uri
 end
 
@@ -72,6 +82,7 @@ function _M.protect(opts)
 
   local claims, verr = oktadpop.verify_jwt(token, jwks, {issuer = opts.issuer, audience = opts.audience, leeway = leeway})
   if not claims then return deny("invalid_token", verr.message) end
+  if type(claims.exp) ~= "number" then return deny("invalid_token", "the access token has no exp") end
   local jkt = type(claims.cnf) == "table" and claims.cnf.jkt
   if type(jkt) ~= "string" then return deny("invalid_token", "the access token is not DPoP-bound (no cnf.jkt)") end
   if scheme:lower() ~= "dpop" then
@@ -86,8 +97,10 @@ function _M.protect(opts)
   local pclaims, perr = oktadpop.verify_dpop_proof(proof, {
     htm = ngx.req.get_method(), htu = request_htu(opts), access_token = token, jkt = jkt,
     max_age = max_age, leeway = leeway,
-    jti_seen = function(jti) -- a jti that cannot be recorded (dict full) counts as seen: fail closed
-      return not replay:add("jti:" .. jti, true, ttl)
+    -- safe_add never evicts a live jti to make room; a full dict answers "no memory",
+    -- which counts as seen: fail closed. (Size the dict for max_age seconds of proofs.)
+    jti_seen = function(jti)
+      return not replay:safe_add("jti:" .. jti, true, ttl)
     end,
   })
   if not pclaims then return deny(perr.code or "invalid_dpop_proof", perr.message) end
