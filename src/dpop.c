@@ -233,6 +233,7 @@ int ok_dpop_verify(lua_State *L) {
   ok_key *key;
 
   luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkstack(L, 48, "verify_dpop_proof"); /* every check leaves its values until the end */
   htm = opt_str(L, 2, "htm", NULL);
   htu = opt_str(L, 2, "htu", &hlen);
   token = opt_str(L, 2, "access_token", &toklen);
