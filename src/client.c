@@ -395,14 +395,8 @@ static int client_set_token_state(lua_State *L) {
   type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
   exp = lua_tonumber(L, -2);
   if (tok && *tok && !strpbrk(tok, "\r\n ") && exp > ok_now() && (!c->dpop || strcasecmp(type, "DPoP") == 0)) {
-    ok_client_clear_token(c);
-    c->token = strdup(tok);
-    c->token_len = strlen(tok);
-    c->token_type = strdup(type);
-    c->token_scope = strdup(lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes);
-    c->expires_at = exp;
-    taken = c->token && c->token_type && c->token_scope;
-    if (!taken) ok_client_clear_token(c);
+    ok_client_set_token(c, tok, type, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes, exp);
+    taken = c->token != NULL;
   }
   lua_pushboolean(L, taken);
   return 1;

@@ -51,7 +51,19 @@ void ok_client_clear_token(ok_client *c) {
   set_str(&c->token_type, NULL, 0);
   set_str(&c->token_scope, NULL, 0);
   c->token_len = 0;
+  c->token_ath[0] = '\0';
   c->expires_at = 0;
+}
+
+void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at) {
+  ok_client_clear_token(c);
+  c->token = dup_cstr(token);
+  c->token_type = dup_cstr(type);
+  c->token_scope = dup_cstr(scope);
+  if (!c->token || !c->token_type || !c->token_scope) { ok_client_clear_token(c); return; }
+  c->token_len = strlen(token);
+  c->expires_at = expires_at;
+  ok_ath_of(token, c->token_len, c->token_ath);
 }
 
 ok_client *ok_client_check(lua_State *L, int idx) {
@@ -556,7 +568,7 @@ static int send_token(lua_State *L, int cidx, ok_op *op) {
   luaL_Buffer b;
   int top = lua_gettop(L), pairs;
   if (ok_assertion_make(L, c->assertion_key, c->client_id, c->token_url, iat, 300) != 1) return 0;
-  if (c->dpop && ok_dpop_make(L, c->dpop_key, "POST", c->token_url, c->as_nonce, NULL, 0, iat) != 1) return 0;
+  if (c->dpop && ok_dpop_make(L, c->dpop_key, "POST", c->token_url, c->as_nonce, NULL, iat) != 1) return 0;
   set_str(&op->sent_nonce, c->dpop ? c->as_nonce : NULL, 0);
   send_begin(L, c, "token", "POST", c->token_url);
   lua_pushliteral(L, "application/x-www-form-urlencoded");
@@ -597,7 +609,7 @@ static int send_api(lua_State *L, int cidx, int opidx, ok_op *op) {
   ok_client *c = ok_client_check(L, cidx);
   int top = lua_gettop(L);
   if (!c->token) return send_token(L, cidx, op); /* another operation may have dropped it */
-  if (c->dpop && ok_dpop_make(L, c->dpop_key, op->method, op->url, c->rs_nonce, c->token, c->token_len, proof_iat(c)) != 1)
+  if (c->dpop && ok_dpop_make(L, c->dpop_key, op->method, op->url, c->rs_nonce, c->token_ath, proof_iat(c)) != 1)
     return 0;
   send_begin(L, c, "api", op->method, op->url);
   lua_getuservalue(L, opidx);
@@ -769,14 +781,10 @@ static int take_token(lua_State *L, int cidx, int ridx, int hidx) {
             "(enable \"Require Demonstrating Proof of Possession (DPoP) header in token requests\"), or pass dpop=false", type);
     return 0;
   }
-  ok_client_clear_token(c);
-  c->token = dup_cstr(tok);
-  c->token_len = strlen(tok);
-  c->token_type = dup_cstr(type);
-  c->token_scope = lua_type(L, -1) == LUA_TSTRING ? dup_cstr(lua_tostring(L, -1)) : dup_cstr(c->scopes);
-  c->expires_at = ok_now() + expires_in;
+  ok_client_set_token(c, tok, type, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes,
+                      ok_now() + expires_in);
   lua_pop(L, 5);
-  if (!c->token || !c->token_type) { ok_client_clear_token(c); ok_fail(L, "config", "out of memory"); return 0; }
+  if (!c->token) { ok_fail(L, "config", "out of memory"); return 0; }
   ok_client_debug(L, cidx, "token acquired: %s, expires in %.0f s, scope \"%s\"", type, expires_in,
                   c->token_scope ? c->token_scope : "");
   return 1;

@@ -25,11 +25,12 @@ int ok_htu(lua_State *L) {
   return push_htu(L, url, n);
 }
 
-static void ath_of(const char *token, size_t n, char out[44]) {
+void ok_ath_of(const char *token, size_t n, char out[44]) {
   unsigned char md[32];
-  EVP_Digest(token, n, md, NULL, EVP_sha256(), NULL);
+  ok_sha256(token, n, md);
   out[ok_b64url_encode(md, sizeof md, out)] = '\0';
 }
+#define ath_of ok_ath_of
 
 /* oktadpop.ath(access_token): base64url(SHA-256(token)). */
 int ok_dpop_ath(lua_State *L) {
@@ -59,6 +60,18 @@ static const char *dpop_header(ok_key *k) {
   return k->dpop_header;
 }
 
+/* Appends s as a JSON string: directly when every character is one JSON takes as it is (our
+ * own jti, ath, method and normalised htu: base64url and URL characters), through cjson
+ * otherwise. A normalised htu has no quote, backslash or control character: they are
+ * percent-encoded. */
+static void add_json_safe(lua_State *L, luaL_Buffer *b, const char *s) {
+  size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!$&'()*+,;=:@/%");
+  if (s[n] != '\0') { ok_json_add_string(L, b, s, strlen(s)); return; }
+  luaL_addchar(b, '"');
+  luaL_addlstring(b, s, n);
+  luaL_addchar(b, '"');
+}
+
 /* Builds and signs a proof; ath is the base64url hash or NULL; jti NULL means a fresh one. */
 static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu, size_t htulen,
                       const char *nonce, const char *ath, long long iat, const char *jti) {
@@ -78,11 +91,11 @@ static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu,
   htu = lua_tolstring(L, -1, &htulen);
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "{\"jti\":");
-  ok_json_add_string(L, &b, jti, strlen(jti));
+  add_json_safe(L, &b, jti);
   luaL_addstring(&b, ",\"htm\":");
-  ok_json_add_string(L, &b, htm, strlen(htm));
+  add_json_safe(L, &b, htm);
   luaL_addstring(&b, ",\"htu\":");
-  ok_json_add_string(L, &b, htu, htulen);
+  add_json_safe(L, &b, htu);
   snprintf(num, sizeof num, ",\"iat\":%lld", iat);
   luaL_addstring(&b, num);
   if (nonce) {
@@ -91,7 +104,7 @@ static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu,
   }
   if (ath) {
     luaL_addstring(&b, ",\"ath\":");
-    ok_json_add_string(L, &b, ath, strlen(ath));
+    add_json_safe(L, &b, ath);
   }
   luaL_addchar(&b, '}');
   luaL_pushresult(&b);
@@ -106,11 +119,9 @@ static int valid_method(const char *m) {
 }
 
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
-                 const char *nonce, const char *token, size_t toklen, long long iat) {
-  char ath[44];
+                 const char *nonce, const char *ath, long long iat) {
   int top = lua_gettop(L);
-  if (token) ath_of(token, toklen, ath);
-  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, token ? ath : NULL, iat, NULL));
+  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, ath, iat, NULL));
 }
 
 static const char *opt_str(lua_State *L, int t, const char *name, size_t *len) {

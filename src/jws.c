@@ -3,18 +3,33 @@
  * sign_jwt / decode_jwt / verify_jwt. */
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include "oktadpop.h"
 
 #define OK_SIG_MAX 512 /* RSA-4096; ECDSA P-521 DER is 139 */
 
+/* 128 random bits per jti, drawn from OpenSSL's DRBG 64 jtis at a time (one RAND_bytes call
+ * costs as much as a small signature's bookkeeping). The pool belongs to one process: after a
+ * fork (nginx workers) it is refilled, so two processes never hand out the same bytes. */
 size_t ok_new_jti(char *buf) {
-  unsigned char r[16]; /* 128 random bits */
-  if (RAND_bytes(r, sizeof r) != 1) return 0;
-  return ok_b64url_encode(r, sizeof r, buf);
+  static unsigned char pool[64 * 16];
+  static size_t used = sizeof pool;
+  static pid_t owner;
+  size_t n;
+  if (used == sizeof pool || owner != getpid()) {
+    if (RAND_bytes(pool, sizeof pool) != 1) return 0;
+    used = 0;
+    owner = getpid();
+  }
+  n = ok_b64url_encode(pool + used, 16, buf);
+  OPENSSL_cleanse(pool + used, 16);
+  used += 16;
+  return n;
 }
 
 /* DER ECDSA-Sig-Value to fixed-length R||S; returns the raw length or 0. */
@@ -30,18 +45,34 @@ static size_t ecdsa_der_to_raw(const unsigned char *der, size_t dlen, unsigned c
   return out;
 }
 
+/* The key's signing context, made on first use and kept: hash, then EVP_PKEY_sign, skips the
+ * algorithm fetches EVP_DigestSignInit repeats on every call in OpenSSL 3. */
+static EVP_PKEY_CTX *sign_ctx(ok_key *k) {
+  EVP_PKEY_CTX *ctx;
+  if (k->sign_ctx) return k->sign_ctx;
+  ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
+  if (!ctx || EVP_PKEY_sign_init(ctx) <= 0 ||
+      (!ok_alg_is_ec(k->alg) && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0) ||
+      EVP_PKEY_CTX_set_signature_md(ctx, ok_md_fetched(k->alg)) <= 0) {
+    EVP_PKEY_CTX_free(ctx);
+    return NULL;
+  }
+  return k->sign_ctx = ctx;
+}
+
 /* Signs input with key; sig gets the JOSE form. Returns its length or 0. Pure C. */
 static size_t sign_raw(ok_key *k, const char *input, size_t ilen, unsigned char *sig) {
-  unsigned char der[OK_SIG_MAX];
-  size_t slen = sizeof der, out = 0;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  if (ctx && EVP_DigestSignInit(ctx, NULL, ok_alg_md(k->alg), NULL, k->pkey) == 1 &&
-      EVP_DigestSign(ctx, der, &slen, (const unsigned char *)input, ilen) == 1) {
-    if (ok_alg_is_ec(k->alg)) out = ecdsa_der_to_raw(der, slen, sig, ok_alg_ec_size(k->alg));
-    else { memcpy(sig, der, slen); out = slen; }
-  }
-  EVP_MD_CTX_free(ctx);
-  return out;
+  unsigned char der[OK_SIG_MAX], digest[EVP_MAX_MD_SIZE];
+  unsigned int dlen = 0;
+  size_t slen = sizeof der;
+  EVP_PKEY_CTX *ctx = sign_ctx(k);
+  EVP_MD *md = ok_md_fetched(k->alg);
+  if (!ctx || !md || EVP_Digest(input, ilen, digest, &dlen, md, NULL) != 1 ||
+      EVP_PKEY_sign(ctx, der, &slen, digest, dlen) != 1)
+    return 0;
+  if (ok_alg_is_ec(k->alg)) return ecdsa_der_to_raw(der, slen, sig, ok_alg_ec_size(k->alg));
+  memcpy(sig, der, slen);
+  return slen;
 }
 
 int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,

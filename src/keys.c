@@ -40,6 +40,18 @@ const EVP_MD *ok_alg_md(enum ok_alg alg) {
   }
 }
 
+EVP_MD *ok_md_fetched(enum ok_alg alg) {
+  static EVP_MD *md[3]; /* process lifetime, like OpenSSL's own method store */
+  int i = alg == OK_RS256 || alg == OK_ES256 ? 0 : alg == OK_RS384 || alg == OK_ES384 ? 1 : 2;
+  if (!md[i]) md[i] = EVP_MD_fetch(NULL, i == 0 ? "SHA2-256" : i == 1 ? "SHA2-384" : "SHA2-512", NULL);
+  return md[i];
+}
+
+int ok_sha256(const void *data, size_t n, unsigned char out[32]) {
+  EVP_MD *md = ok_md_fetched(OK_RS256);
+  return md && EVP_Digest(data, n, out, NULL, md, NULL) == 1;
+}
+
 int ok_alg_from_name(const char *name) {
   for (int i = 0; i < OK_ALG_COUNT; i++)
     if (strcmp(name, alg_table[i].name) == 0) return i;
@@ -69,6 +81,7 @@ static int key_gc(lua_State *L) {
   free(k->jwk_canon);
   free(k->thumbprint);
   free(k->dpop_header);
+  EVP_PKEY_CTX_free(k->sign_ctx);
   memset(k, 0, sizeof *k);
   return 0;
 }

@@ -60,12 +60,17 @@ typedef struct ok_key {
   char *jwk_canon;     /* RFC 7638 canonical public JWK JSON */
   char *thumbprint;    /* base64url SHA-256 of jwk_canon */
   char *dpop_header;   /* base64url of the DPoP protected header, made on first use */
+  EVP_PKEY_CTX *sign_ctx; /* set up once for EVP_PKEY_sign: no per-signature fetches */
 } ok_key;
 
 const char *ok_alg_name(enum ok_alg alg);
 int ok_alg_from_name(const char *name);       /* -1 when unknown */
 int ok_alg_is_ec(enum ok_alg alg);
 const EVP_MD *ok_alg_md(enum ok_alg alg);
+/* SHA-256/384/512 fetched once per process (OpenSSL 3 fetches a legacy EVP_sha256() on every use). */
+EVP_MD *ok_md_fetched(enum ok_alg alg);
+/* SHA-256 of data into out[32] with the fetched digest. */
+int ok_sha256(const void *data, size_t n, unsigned char out[32]);
 size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
 ok_key *ok_key_check(lua_State *L, int idx);
 /* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
@@ -113,9 +118,11 @@ int ok_dpop_ath(lua_State *L);
 int ok_dpop_verify(lua_State *L);
 int ok_client_assertion(lua_State *L);
 int ok_htu(lua_State *L);
-/* Pushes a DPoP proof for key (nonce/token may be NULL) with the given iat, or nil, err. */
+/* Pushes a DPoP proof for key (nonce/ath may be NULL) with the given iat, or nil, err. */
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
-                 const char *nonce, const char *token, size_t toklen, long long iat);
+                 const char *nonce, const char *ath, long long iat);
+/* base64url(SHA-256(token)) into out[44], NUL-terminated. */
+void ok_ath_of(const char *token, size_t n, char out[44]);
 /* Pushes a client assertion, or nil, err. */
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
@@ -146,6 +153,7 @@ typedef struct ok_client {
   ok_key *assertion_key, *dpop_key; /* kept alive by the client's uservalue table */
   char *token, *token_type, *token_scope;
   size_t token_len;
+  char token_ath[44];               /* the token's ath, hashed once per token, not per call */
   double expires_at;
   char *as_nonce, *rs_nonce;        /* last DPoP-Nonce of the authorization and resource server */
   double clock_offset;              /* server Date minus our clock, when it matters */
@@ -166,6 +174,8 @@ void ok_client_debug(lua_State *L, int cidx, const char *fmt, ...) __attribute__
 /* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
 int ok_client_url(lua_State *L, ok_client *c, const char *path, int qidx);
 void ok_client_clear_token(ok_client *c);
+/* Stores a token (copied) with its type, scope and expiry, and hashes its ath once. */
+void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at);
 void ok_core_open(lua_State *L);
 
 /* ---- curl.c: the blocking libcurl driver ---- */
