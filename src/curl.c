@@ -20,9 +20,16 @@ const char *ok_curl_version(void) {
   return v;
 }
 
+/* Servers send the same Date for a whole second: parse each distinct one once per thread. */
 double ok_http_date(const char *s) {
-  time_t t = curl_getdate(s, NULL);
-  return t == (time_t)-1 ? -1 : (double)t;
+  static _Thread_local char last[64];
+  static _Thread_local double last_value;
+  time_t t;
+  if (strcmp(s, last) == 0) return last_value;
+  t = curl_getdate(s, NULL);
+  last_value = t == (time_t)-1 ? -1 : (double)t;
+  if (strlen(s) < sizeof last) strcpy(last, s);
+  return last_value;
 }
 
 void ok_curl_free(ok_transport *t) {

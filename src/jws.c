@@ -17,9 +17,9 @@
  * costs as much as a small signature's bookkeeping). The pool belongs to one process: after a
  * fork (nginx workers) it is refilled, so two processes never hand out the same bytes. */
 size_t ok_new_jti(char *buf) {
-  static unsigned char pool[64 * 16];
-  static size_t used = sizeof pool;
-  static pid_t owner;
+  static _Thread_local unsigned char pool[64 * 16]; /* per thread: no lock, no sharing */
+  static _Thread_local size_t used = sizeof pool;
+  static _Thread_local pid_t owner;
   size_t n;
   if (used == sizeof pool || owner != getpid()) {
     if (RAND_bytes(pool, sizeof pool) != 1) return 0;
