@@ -65,3 +65,23 @@ demo: bootstrap all
 
 clean:
 	rm -rf build
+
+# make bench: proofs/s, calls/s, round trips, memory, instructions; prints one table and
+# writes bench/RESULTS.md (a few minutes; not part of make test).
+.PHONY: bench
+bench: bootstrap
+	$(MAKE) all
+	$(MAKE) LUA=luajit all
+	@bench/run
+
+# make fuzz [FUZZ_SECONDS=60]: builds the libFuzzer targets of fuzz/ (clang) and runs each for
+# FUZZ_SECONDS; prints executions per target. make test runs them briefly (scripts/fuzz-brief).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz asan
+fuzz: bootstrap
+	@scripts/fuzz $(FUZZ_SECONDS)
+
+# make asan: the busted specs on Lua 5.4 with the module built under ASan+UBSan in build/asan,
+# the runtime LD_PRELOADed into lua5.4, leak detection on (scripts/asan).
+asan: bootstrap
+	@scripts/asan

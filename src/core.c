@@ -785,7 +785,7 @@ static int take_token(lua_State *L, int cidx, int ridx, int hidx) {
                       ok_now() + expires_in);
   lua_pop(L, 5);
   if (!c->token) { ok_fail(L, "config", "out of memory"); return 0; }
-  ok_client_debug(L, cidx, "token acquired: %s, expires in %.0f s, scope \"%s\"", type, expires_in,
+  ok_client_debug(L, cidx, "token acquired: %s, expires in %.0f s, scope \"%s\"", c->token_type, expires_in,
                   c->token_scope ? c->token_scope : "");
   return 1;
 }

@@ -3,6 +3,7 @@
  * and PEM export. A key is parsed once; nothing here runs on the signing path. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,38 @@ const EVP_MD *ok_alg_md(enum ok_alg alg) {
   }
 }
 
+/* The fetched digests live while some Lua state has the module open and go with the last one:
+ * lua_close unloads the module, and a pointer left in its statics would leak them on every
+ * load (LSan and valgrind: definitely lost). md_users counts the registry sentinels made by
+ * ok_keys_open; the lock orders fetching against freeing across threads. */
+static EVP_MD *md_cache[3];
+static int md_users;
+static pthread_mutex_t md_lock = PTHREAD_MUTEX_INITIALIZER;
+
 EVP_MD *ok_md_fetched(enum ok_alg alg) {
-  static EVP_MD *md[3]; /* process lifetime, like OpenSSL's own method store */
   int i = alg == OK_RS256 || alg == OK_ES256 ? 0 : alg == OK_RS384 || alg == OK_ES384 ? 1 : 2;
-  if (!md[i]) md[i] = EVP_MD_fetch(NULL, i == 0 ? "SHA2-256" : i == 1 ? "SHA2-384" : "SHA2-512", NULL);
-  return md[i];
+  EVP_MD *md = __atomic_load_n(&md_cache[i], __ATOMIC_ACQUIRE);
+  if (!md) {
+    pthread_mutex_lock(&md_lock);
+    if (!(md = md_cache[i])) {
+      md = EVP_MD_fetch(NULL, i == 0 ? "SHA2-256" : i == 1 ? "SHA2-384" : "SHA2-512", NULL);
+      __atomic_store_n(&md_cache[i], md, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&md_lock);
+  }
+  return md;
+}
+
+static int md_cache_release(lua_State *L) {
+  (void)L;
+  pthread_mutex_lock(&md_lock);
+  if (md_users > 0 && --md_users == 0)
+    for (int i = 0; i < 3; i++) {
+      EVP_MD_free(md_cache[i]); /* refcounted: a context still holding one keeps it */
+      __atomic_store_n(&md_cache[i], NULL, __ATOMIC_RELEASE);
+    }
+  pthread_mutex_unlock(&md_lock);
+  return 0;
 }
 
 int ok_sha256(const void *data, size_t n, unsigned char out[32]) {
@@ -647,4 +675,16 @@ void ok_keys_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  /* one user of the digest cache per luaopen; a second luaopen in this state replaces the
+   * sentinel, whose collection gives its count back */
+  pthread_mutex_lock(&md_lock);
+  md_users++;
+  pthread_mutex_unlock(&md_lock);
+  lua_newuserdata(L, 1);
+  if (luaL_newmetatable(L, "oktadpop.mdcache.mt")) { /* not the sentinel's own registry key */
+    lua_pushcfunction(L, md_cache_release);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "oktadpop.mdcache");
 }
