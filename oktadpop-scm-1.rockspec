@@ -25,7 +25,7 @@ build = {
     oktadpop = {
       sources = {
         "src/b64url.c", "src/client.c", "src/compat.c", "src/core.c", "src/curl.c",
-        "src/dotenv.c", "src/dpop.c", "src/errors.c", "src/json.c", "src/jws.c",
+        "src/dotenv.c", "src/dpop.c", "src/files.c", "src/errors.c", "src/json.c", "src/jws.c",
         "src/keys.c", "src/oktadpop.c", "src/url.c",
       },
       defines = { "_GNU_SOURCE" },

@@ -486,28 +486,17 @@ static int client_from_env(lua_State *L) {
   lua_newtable(L);
   tidx = lua_gettop(L);
   if (path || access(".env", R_OK) == 0) {
-    const char *file = path ? path : ".env";
-    struct stat st;
-    char *buf, *scratch;
-    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK), r; /* a FIFO would block the open */
-    size_t got = 0;
+    const char *file = path ? path : ".env", *err;
+    char *buf;
+    size_t got;
+    int r;
     env_ctx ctx = {L, tidx};
-    if (fd < 0) return ok_fail(L, "config", "cannot open %s: %s", file, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > OK_ENV_FILE_MAX) {
-      close(fd);
-      return ok_fail(L, "config", "%s is not a regular file under 1 MiB", file);
-    }
-    buf = lua_newuserdata(L, 2 * (size_t)st.st_size + 2); /* GC'd scratch: nothing to leak */
-    scratch = buf + st.st_size + 1;
-    while (got < (size_t)st.st_size) {
-      ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += (size_t)n;
-    }
-    close(fd);
-    r = ok_dotenv_parse(buf, got, scratch, env_set, &ctx);
-    OPENSSL_cleanse(buf, 2 * (size_t)st.st_size + 2);
+    /* the parser's scratch space follows the text in the same GC'd block */
+    if ((err = ok_read_small_file(L, file, OK_ENV_FILE_MAX, 2, &buf, &got)))
+      return ok_fail(L, "config", "%s: %s", file, err == OK_FILE_CANNOT_OPEN ? strerror(errno)
+                     : "not a regular file under 1 MiB");
+    r = ok_dotenv_parse(buf, got, buf + got + 1, env_set, &ctx);
+    OPENSSL_cleanse(buf, 2 * got + 2);
     if (r < 0) return ok_fail(L, "config", "%s: line %d is not KEY=value", file, -r);
   }
   lua_newtable(L);

@@ -426,27 +426,15 @@ static const char *jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *w
 /* Reads a key file into a userdata left on the stack (no leak if anything later throws). */
 static const char *file_read(lua_State *L, const char *path, const char **data, size_t *len) {
   static char msg[160];
-  struct stat st;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO would block the open */
   char *buf;
-  size_t got = 0;
-  if (fd < 0) {
+  const char *err = ok_read_small_file(L, path, OK_KEY_FILE_MAX, 1, &buf, len);
+  if (err == OK_FILE_CANNOT_OPEN) {
     snprintf(msg, sizeof msg, "cannot open key file: %s", strerror(errno));
     return msg;
   }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return "key path is not a regular file"; }
-  if (st.st_size > OK_KEY_FILE_MAX) { close(fd); return "key file is larger than 1 MiB: not a key"; }
-  buf = lua_newuserdata(L, (size_t)st.st_size + 1); /* may throw: fd is closed on that path */
-  while (got < (size_t)st.st_size) {
-    ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += (size_t)r;
-  }
-  close(fd);
-  buf[got] = '\0';
+  if (err == OK_FILE_NOT_REGULAR) return "key path is not a regular file";
+  if (err) return "key file is larger than 1 MiB: not a key";
   *data = buf;
-  *len = got;
   return NULL;
 }
 

@@ -127,6 +127,14 @@ void ok_ath_of(const char *token, size_t n, char out[44]);
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
 
+/* ---- files.c: small files handed to us ---- */
+/* Reads a regular file of at most max bytes, NUL-terminated, into a userdata left on the
+ * stack that has room for `copies` times the file (scratch space for a parser); returns
+ * NULL, or one of the three reasons below (errno tells why it could not be opened). */
+extern const char OK_FILE_CANNOT_OPEN[], OK_FILE_NOT_REGULAR[], OK_FILE_TOO_LARGE[];
+const char *ok_read_small_file(lua_State *L, const char *path, size_t max, int copies,
+                               char **data, size_t *len);
+
 /* ---- dotenv.c: .env files (pure C) ---- */
 typedef void (*ok_dotenv_cb)(void *ud, const char *key, size_t klen, const char *val, size_t vlen);
 /* Parses KEY=value lines (comments, quotes, `export`); scratch needs n bytes. Returns the
