@@ -11,13 +11,7 @@ local HTU = "https://example.okta.com/api/v1/users"
 local TOKEN = "eyJraWQiOiJhIn0.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
 -- RFC 7515 Appendix A.3's P-256 key, private member d included.
-local A3_JWK = {
-  kty = "EC",
-  crv = "P-256",
-  x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-  y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-  d = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI",
-}
+local A3_JWK = util.RFC7515_A3_JWK
 
 describe("dpop_proof", function()
   local keys = {}

@@ -70,13 +70,7 @@ local A2_SIG = "cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7
 local A2_JWS = "eyJhbGciOiJSUzI1NiJ9." .. RFC_PAYLOAD .. "." .. A2_SIG
 
 -- RFC 7515 Appendix A.3: ES256.
-local A3_JWK = {
-  kty = "EC",
-  crv = "P-256",
-  x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-  y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-  d = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI",
-}
+local A3_JWK = util.RFC7515_A3_JWK
 local A3_JWS = "eyJhbGciOiJFUzI1NiJ9." .. RFC_PAYLOAD .. "."
             .. "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
 

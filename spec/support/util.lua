@@ -4,6 +4,15 @@ local util = {}
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 util.B64 = B64 -- the base64url alphabet, in value order
 
+-- RFC 7515 Appendix A.3's P-256 key, private member d included (an RFC test vector).
+util.RFC7515_A3_JWK = {
+  kty = "EC",
+  crv = "P-256",
+  x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+  y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+  d = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI",
+}
+
 local B64_VAL = {}
 for i = 1, 64 do B64_VAL[B64:byte(i)] = i - 1 end
 
