@@ -64,8 +64,14 @@ static const char *dpop_header(ok_key *k) {
  * own jti, ath, method and normalised htu: base64url and URL characters), through cjson
  * otherwise. A normalised htu has no quote, backslash or control character: they are
  * percent-encoded. */
+static int json_plain(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("-_.~!$&'()*+,;=:@/%", c));
+}
+
 static void add_json_safe(lua_State *L, luaL_Buffer *b, const char *s) {
-  size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!$&'()*+,;=:@/%");
+  size_t n = 0;
+  while (json_plain((unsigned char)s[n])) n++;
   if (s[n] != '\0') { ok_json_add_string(L, b, s, strlen(s)); return; }
   luaL_addchar(b, '"');
   luaL_addlstring(b, s, n);

@@ -67,7 +67,9 @@ static size_t sign_raw(ok_key *k, const char *input, size_t ilen, unsigned char 
   size_t slen = sizeof der;
   EVP_PKEY_CTX *ctx = sign_ctx(k);
   EVP_MD *md = ok_md_fetched(k->alg);
-  if (!ctx || !md || EVP_Digest(input, ilen, digest, &dlen, md, NULL) != 1 ||
+  if (!k->md_ctx) k->md_ctx = EVP_MD_CTX_new();
+  if (!ctx || !md || !k->md_ctx || EVP_DigestInit_ex(k->md_ctx, md, NULL) != 1 ||
+      EVP_DigestUpdate(k->md_ctx, input, ilen) != 1 || EVP_DigestFinal_ex(k->md_ctx, digest, &dlen) != 1 ||
       EVP_PKEY_sign(ctx, der, &slen, digest, dlen) != 1)
     return 0;
   if (ok_alg_is_ec(k->alg)) return ecdsa_der_to_raw(der, slen, sig, ok_alg_ec_size(k->alg));

@@ -110,6 +110,7 @@ static int key_gc(lua_State *L) {
   free(k->thumbprint);
   free(k->dpop_header);
   EVP_PKEY_CTX_free(k->sign_ctx);
+  EVP_MD_CTX_free(k->md_ctx);
   memset(k, 0, sizeof *k);
   return 0;
 }

@@ -61,6 +61,7 @@ typedef struct ok_key {
   char *thumbprint;    /* base64url SHA-256 of jwk_canon */
   char *dpop_header;   /* base64url of the DPoP protected header, made on first use */
   EVP_PKEY_CTX *sign_ctx; /* set up once for EVP_PKEY_sign: no per-signature fetches */
+  EVP_MD_CTX *md_ctx;     /* reused for hashing the signing input: no allocation per proof */
 } ok_key;
 
 const char *ok_alg_name(enum ok_alg alg);
