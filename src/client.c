@@ -242,7 +242,32 @@ static void push_http_error(lua_State *L, int ridx, const char *method, const ch
   lua_settop(L, top + 1);
 }
 
-/* The shared tail of get/post/put/patch/delete: 2xx -> body (true when empty), res. */
+/* What get/post/put/patch/delete answer for the response at ridx: body (true when empty), res
+ * on 2xx; else nil, err, res. Returns the number of values pushed. */
+static int push_call_result(lua_State *L, int ridx, const char *method, const char *path) {
+  long status;
+  lua_getfield(L, ridx, "status");
+  status = (long)lua_tointeger(L, -1);
+  if (status < 200 || status > 299) {
+    lua_pushnil(L);
+    push_http_error(L, ridx, method, path);
+    lua_pushvalue(L, ridx);
+    return 3;
+  }
+  lua_getfield(L, ridx, "json_error");
+  if (!lua_isnil(L, -1)) {
+    ok_fail(L, "json", "%s %s: HTTP %ld but %s", method, path, status, lua_tostring(L, -1));
+    ok_error_setint(L, "status", status);
+    lua_pushvalue(L, ridx);
+    return 3;
+  }
+  lua_getfield(L, ridx, "body");
+  if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 0)) lua_pushboolean(L, 1);
+  lua_pushvalue(L, ridx);
+  return 2;
+}
+
+/* The shared tail of get/post/put/patch/delete. */
 static int call(lua_State *L, const char *method, int with_body) {
   int oidx;
   if (!open_client(L, 1)) return closed_fail(L);
@@ -257,29 +282,7 @@ static int call(lua_State *L, const char *method, int with_body) {
   lua_getfield(L, -1, "error");
   if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
   lua_getfield(L, -2, "response");
-  {
-    int ridx = lua_gettop(L);
-    long status;
-    lua_getfield(L, ridx, "status");
-    status = (long)lua_tointeger(L, -1);
-    if (status < 200 || status > 299) {
-      lua_pushnil(L);
-      push_http_error(L, ridx, method, lua_tostring(L, 2));
-      lua_pushvalue(L, ridx);
-      return 3;
-    }
-    lua_getfield(L, ridx, "json_error");
-    if (!lua_isnil(L, -1)) {
-      ok_fail(L, "json", "%s %s: HTTP %ld but %s", method, lua_tostring(L, 2), status, lua_tostring(L, -1));
-      ok_error_setint(L, "status", status);
-      lua_pushvalue(L, ridx);
-      return 3;
-    }
-    lua_getfield(L, ridx, "body");
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 0)) lua_pushboolean(L, 1);
-    lua_pushvalue(L, ridx);
-    return 2;
-  }
+  return push_call_result(L, lua_gettop(L), method, lua_tostring(L, 2));
 }
 
 static int client_get(lua_State *L) { return call(L, "GET", 0); }
@@ -408,6 +411,14 @@ static int http_error(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   push_http_error(L, 1, luaL_checkstring(L, 2), luaL_checkstring(L, 3));
   return 1;
+}
+
+/* oktadpop.call_result(res, method, path) -> what client:get() answers for res: body, res on
+ * 2xx, else nil, err, res (for drivers written in Lua). */
+static int call_result(lua_State *L) {
+  const char *method = luaL_checkstring(L, 2), *path = luaL_checkstring(L, 3);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  return push_call_result(L, 1, method, path);
 }
 
 static int client_tostring(lua_State *L) {
@@ -600,6 +611,8 @@ void ok_client_open(lua_State *L) {
   lua_setfield(L, -2, "from_env");
   lua_pushcfunction(L, http_error);
   lua_setfield(L, -2, "http_error");
+  lua_pushcfunction(L, call_result);
+  lua_setfield(L, -2, "call_result");
   if (luaL_loadbuffer(L, pretty_lua, sizeof pretty_lua - 1, "=oktadpop.pretty") != 0) lua_error(L);
   ok_json_push_null(L);
   lua_call(L, 1, 1);

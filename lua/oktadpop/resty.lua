@@ -259,18 +259,11 @@ function Client:request(method, path, opts)
   return done.response
 end
 
+-- The answer for a response is the blocking client's, from the same C function.
 local function call(self, method, path, opts)
   local res, err = self:request(method, path, opts)
   if not res then return nil, err end
-  if res.status < 200 or res.status > 299 then
-    return nil, oktadpop.http_error(res, method, path), res
-  end
-  if res.json_error then
-    return nil, oktadpop.error("json", str_format("%s %s: HTTP %d but %s", method, path, res.status, res.json_error)), res
-  end
-  local body = res.body
-  if body == nil or body == "" then body = true end
-  return body, res
+  return oktadpop.call_result(res, method, path)
 end
 
 function Client:get(path, query) return call(self, "GET", path, {query = query}) end
