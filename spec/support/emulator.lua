@@ -50,13 +50,7 @@ local function sleep(seconds)
   os.execute("sleep " .. seconds)
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("spec.support.util").try_readfile
 
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))

@@ -20,13 +20,7 @@ local function run(cmd)
   p:close()
   return (out:gsub("%s+$", ""))
 end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("spec.support.util").try_readfile
 local function root()
   local src = debug.getinfo(1, "S").source:sub(2)
   local dir = src:match("^(.*)/spec/support/[^/]*$")

@@ -78,11 +78,17 @@ function util.write(path, text)
   f:close()
 end
 
-function util.readfile(path)
-  local f = assert(io.open(path, "rb"))
+-- The file's bytes, or nil when it cannot be opened (yet).
+function util.try_readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
   local s = f:read("*a")
   f:close()
   return s
+end
+
+function util.readfile(path)
+  return (assert(util.try_readfile(path), "cannot read " .. path))
 end
 
 -- True when the command exits 0 (os.execute differs between 5.1 and 5.2+).
