@@ -29,8 +29,10 @@ http {
   lua_package_cpath "%s/build/5.1/?.so;;";
   lua_shared_dict oktadpop 1m;
   lua_shared_dict replay 1m;
+  # a proof in the master fills its jti pool before the fork: workers must not inherit it
+  init_by_lua_block { local o = require "oktadpop"; o.dpop_proof(o.generate_key("ES256"), {htm = "GET", htu = "https://x.test/"}) }
   server {
-    listen 127.0.0.1:%d;
+    listen 127.0.0.1:%d reuseport;  # the kernel spreads connections over all workers
     location = /users { content_by_lua_block {
       local n = 0
       for _ in require("nginx_app").client():paginate("/api/v1/users", {limit = 200}) do n = n + 1 end
@@ -43,6 +45,12 @@ http {
     location = /fast { content_by_lua_block {
       local body, err = require("nginx_app").client():get("/api/v1/users/user1@example.com")
       ngx.say(body and body.profile.login or tostring(err))
+    } }
+    location = /jtis { content_by_lua_block {
+      local o = require "oktadpop"
+      local key = o.generate_key("ES256")
+      local _, claims = o.decode_jwt(o.dpop_proof(key, {htm = "GET", htu = "https://x.test/"}))
+      ngx.say(ngx.worker.pid(), " ", claims.jti)
     } }
     location = /protected {
       access_by_lua_block {
@@ -181,6 +189,21 @@ echo "$t1 $t2 $t0 $t3"
       print(("\nshared token: %d token requests (%d successful) for 200 calls over 4 workers"):format(count("token"), count("token", 200)))
       assert.equal(1, count("token", 200))
       assert.is_true(count("token") <= 2) -- the use_dpop_nonce answer and the success
+    end)
+
+    it("gives every worker its own jtis after the fork", function()
+      local list = {}
+      for _ = 1, 40 do list[#list + 1] = "url = \"" .. nginx.url .. "/jtis\"" end
+      write(dir .. "/jtis.txt", table.concat(list, "\n") .. "\n")
+      local out = sh("curl -s --no-progress-meter --parallel --parallel-max 10 -K " .. dir .. "/jtis.txt")
+      local pids, seen, n, workers = {}, {}, 0, 0
+      for pid, jti in out:gmatch("(%d+) (%S+)") do
+        if not pids[pid] then pids[pid] = true; workers = workers + 1 end
+        assert.is_nil(seen[jti], "jti handed out twice: " .. jti)
+        seen[jti], n = true, n + 1
+      end
+      assert.equal(40, n)
+      assert.is_true(workers >= 2, "all 40 connections went to one worker")
     end)
   end)
 

@@ -1,9 +1,9 @@
 /* jws.c: compact JWS (RFC 7515) with RS256/384/512 and ES256/384/512: signing (ECDSA as raw
  * R||S, RFC 7518 section 3.4), verification against the key's own alg, decoding, and
  * sign_jwt / decode_jwt / verify_jwt. */
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -14,17 +14,24 @@
 #define OK_SIG_MAX 512 /* RSA-4096; ECDSA P-521 DER is 139 */
 
 /* 128 random bits per jti, drawn from OpenSSL's DRBG 64 jtis at a time (one RAND_bytes call
- * costs as much as a small signature's bookkeeping). The pool belongs to one process: after a
- * fork (nginx workers) it is refilled, so two processes never hand out the same bytes. */
+ * costs as much as a small signature's bookkeeping). The pool belongs to one process: a fork
+ * (nginx workers) bumps the generation, so the child refills and two processes never hand out
+ * the same bytes. An atfork handler rather than getpid(): no system call per proof. */
+static unsigned long fork_generation = 1;
+static void on_fork_child(void) { fork_generation++; }
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
 size_t ok_new_jti(char *buf) {
   static _Thread_local unsigned char pool[64 * 16]; /* per thread: no lock, no sharing */
   static _Thread_local size_t used = sizeof pool;
-  static _Thread_local pid_t owner;
+  static _Thread_local unsigned long generation;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
   size_t n;
-  if (used == sizeof pool || owner != getpid()) {
+  if (used == sizeof pool || generation != fork_generation) {
+    if (!generation) pthread_once(&once, register_fork_handler);
     if (RAND_bytes(pool, sizeof pool) != 1) return 0;
     used = 0;
-    owner = getpid();
+    generation = fork_generation;
   }
   n = ok_b64url_encode(pool + used, 16, buf);
   OPENSSL_cleanse(pool + used, 16);
