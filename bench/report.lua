@@ -57,6 +57,8 @@ end
 -- 2. calls per second
 local CALL_TARGET = { es256 = 70, rs256 = 90 }
 local wrk = num("wrk.rps")
+local function mean2(a, b) return (a and b) and (a + b) / 2 or a or b end
+local curl_alone = mean2(num("floor.before.rate"), num("floor.after.rate"))
 local call_rows = {
   { "lua54", "oktadpop, Lua 5.4" },
   { "luajit", "oktadpop, LuaJIT" },
@@ -87,6 +89,16 @@ for _, A in ipairs(ALGS) do
       result = "–"
     end
     row("2", ALG .. " calls/s, " .. c[2], result, "limit " .. fmt(limit), pct(rate, limit), target)
+  end
+  -- the same calls against the floor of their own stack, each part measured in this run:
+  -- libcurl alone making the same request, the signature, cjson decoding the page
+  for _, rt in ipairs { { "lua54", "Lua 5.4" }, { "luajit", "LuaJIT" } } do
+    local p = "calls." .. rt[1] .. "." .. a .. "."
+    local rate, decode = num(p .. "rate"), num(p .. "decode_rate")
+    local floor = (curl_alone and sign and decode) and 1 / (1 / curl_alone + 1 / sign + 1 / decode) or nil
+    row("2", ALG .. " calls/s, oktadpop, " .. rt[2] .. ", against its stack: 1 / (libcurl alone + sign + cjson decode)",
+      fmt(rate), "libcurl alone " .. fmt(curl_alone) .. " req/s, decode " .. fmt(decode) .. "/s: " .. fmt(floor),
+      pct(rate, floor), "")
   end
 end
 
@@ -225,6 +237,10 @@ w("   before and after the clients (mean): limit = 1 / (1 / wrk req/s + 1 / open
 w("   mean time per request being 1 / its req/s on one connection. The clients, wrk and nginx run")
 w("   on the same CPU (see Machine): they take turns, so the figures do not depend on how fast this")
 w("   VM wakes a sleeping vCPU (across vCPUs, wrk's rate swung between 9k and 31k req/s from run to run).")
+w("   The stack's own floor: `bench/curlfloor.c` (built here with cc) makes the same request with the")
+w("   same libcurl options and header sizes in a C loop, before and after the clients (mean), and")
+w("   `bench/calls.lua` times cjson decoding the page in its runtime; floor = 1 / (1 / libcurl req/s")
+w("   + 1 / openssl sign/s + 1 / decodes/s). wrk needs neither libcurl nor a JSON decoder.")
 w("3. **Round trips**: the Okta emulator (`test/emulator/server.mjs`, DPoP required, a nonce")
 w("   required on every token call) started from `spec/support/emulator.lua`; counts of `token`")
 w("   entries in `GET /__emulator/log` per acquisition.")
@@ -267,6 +283,26 @@ for _, A in ipairs(ALGS) do
     local allow = limit and limit * (100 / CALL_TARGET[a] - 1)
     w(string.format("| %s call, %s | %s | wrk request %s + sign %s | %s | %s |", ALG, rt[2], f1(t), f1(req), f1(sign),
       f1(t and limit and t - limit), f1(allow)))
+  end
+end
+w()
+w("Calls against the parts of their own stack, in µs per call (1 / rate): libcurl alone making the same")
+w("request with the same headers (`bench/curlfloor.c`, wall time, nginx included), the signature")
+w("(`openssl speed`) and cjson decoding the page (CPU time, in the same runtime); what is left is")
+w("oktadpop's own work: building the request, the response tables, the state machine, the GC.")
+w()
+w("| call | measured | libcurl alone | sign | cjson decode | oktadpop's own | wrk request |")
+w("|---|---:|---:|---:|---:|---:|---:|")
+local curl_us = us(curl_alone)
+for _, A in ipairs(ALGS) do
+  local a, ALG = A[1], A[2]
+  local sign = us(num("speed." .. a))
+  for _, rt in ipairs { { "lua54", "Lua 5.4" }, { "luajit", "LuaJIT" } } do
+    local p = "calls." .. rt[1] .. "." .. a .. "."
+    local t, dec = us(num(p .. "rate")), us(num(p .. "decode_rate"))
+    local own = (t and curl_us and sign and dec) and t - curl_us - sign - dec or nil
+    w(string.format("| %s, %s | %s | %s | %s | %s | %s | %s |", ALG, rt[2], f1(t), f1(curl_us), f1(sign), f1(dec),
+      f1(own), f1(us(wrk))))
   end
 end
 w()
