@@ -16,7 +16,8 @@
 /* 128 random bits per jti, drawn from OpenSSL's DRBG 64 jtis at a time (one RAND_bytes call
  * costs as much as a small signature's bookkeeping). The pool belongs to one process: a fork
  * (nginx workers) bumps the generation, so the child refills and two processes never hand out
- * the same bytes. An atfork handler rather than getpid(): no system call per proof. */
+ * the same bytes. An atfork handler rather than getpid(): no system call per proof (glibc drops
+ * the handler if Lua unloads the module). */
 static unsigned long fork_generation = 1;
 static void on_fork_child(void) { fork_generation++; }
 static void register_fork_handler(void) { pthread_atfork(NULL, NULL, on_fork_child); }
