@@ -28,7 +28,7 @@ describe("client against the emulator", function()
 
   setup(function()
     cc_key = assert(oktadpop.generate_key("RS256", {kid = "spec-cc"}))
-    cc_pem_path = os.tmpname()
+    cc_pem_path = util.tmpfile()
     assert(cc_key:save_pem(cc_pem_path, true))
     local bearer_key = assert(oktadpop.generate_key("ES256", {kid = "spec-bearer"}))
     emu = emulator.start{tls = true, config = {
@@ -45,7 +45,7 @@ describe("client against the emulator", function()
 
   teardown(function()
     if emu then emu:stop() end
-    os.remove(cc_pem_path)
+    util.cleanup()
   end)
 
   before_each(function() emu:reset() end)
@@ -267,12 +267,16 @@ describe("client against the emulator", function()
     assert.equal("E0000006", err.code)
   end)
 
-  it("says the app does not require DPoP when the token is Bearer", function()
-    local path = os.tmpname()
+  -- A client of the Bearer app, its key read from a PEM file; dpop as in oktadpop.new.
+  local function bearer_client(dpop)
+    local path = util.tmpfile()
     assert(emu.bearer_key:save_pem(path, true))
-    local okta = assert(oktadpop.new{org_url = emu.url, client_id = BEARER_CLIENT, scopes = "okta.users.read",
-      private_key = path, kid = "spec-bearer", ca_file = emu.ca_file})
-    os.remove(path)
+    return assert(oktadpop.new{org_url = emu.url, client_id = BEARER_CLIENT, scopes = "okta.users.read",
+      private_key = path, kid = "spec-bearer", ca_file = emu.ca_file, dpop = dpop})
+  end
+
+  it("says the app does not require DPoP when the token is Bearer", function()
+    local okta = bearer_client()
     local token, err = okta:token()
     assert.is_nil(token)
     assert.equal("oauth", err.kind)
@@ -280,11 +284,7 @@ describe("client against the emulator", function()
   end)
 
   it("works with dpop=false for a Bearer app", function()
-    local path = os.tmpname()
-    assert(emu.bearer_key:save_pem(path, true))
-    local okta = assert(oktadpop.new{org_url = emu.url, client_id = BEARER_CLIENT, scopes = "okta.users.read",
-      private_key = path, kid = "spec-bearer", ca_file = emu.ca_file, dpop = false})
-    os.remove(path)
+    local okta = bearer_client(false)
     local body = assert(okta:get("/api/v1/users", {limit = 2}))
     assert.equal(2, #body)
     assert.equal("Bearer", emu:log()[#emu:log()].auth_scheme)
@@ -324,19 +324,15 @@ describe("client against the emulator", function()
   end)
 
   it("reads the seed's .env with from_env, and the SDK names", function()
-    local env = os.tmpname()
-    local f = assert(io.open(env, "w"))
-    f:write("# the seed's file\n",
+    local env = util.tmpfile(table.concat{"# the seed's file\n",
       "export OKTA_ORG_URL=", emu.url, "\n",
       "OKTA_CLIENT_ID='", CLIENT_ID, "'\n",
       'OKTA_SCOPES="okta.users.read okta.groups.read"  # two scopes\n',
       "OKTA_CC_PRIVATE_KEY_FILE=", cc_pem_path, "\n",
       "OKTA_CLIENT_KEYID=spec-cc\n",
       "OKTA_DPOP_PUBLIC_KEY_FILE=./not/needed.json\n",
-      "OKTADPOP_CA_FILE=", emu.ca_file, "\n")
-    f:close()
+      "OKTADPOP_CA_FILE=", emu.ca_file, "\n"})
     local okta = assert(oktadpop.from_env(env))
-    os.remove(env)
     assert.equal("okta.users.read okta.groups.read", okta.scopes)
     assert(okta:get("/api/v1/groups", {limit = 1}))
   end)
@@ -345,10 +341,10 @@ end)
 describe("client config validation", function()
   local key_path
   setup(function()
-    key_path = os.tmpname()
+    key_path = util.tmpfile()
     assert(assert(oktadpop.generate_key("RS256")):save_pem(key_path, true))
   end)
-  teardown(function() os.remove(key_path) end)
+  teardown(util.cleanup)
 
   local base = {org_url = "https://acme.okta.com", client_id = "0oa1", scopes = "okta.users.read"}
   local function cfg(over)
@@ -394,23 +390,13 @@ describe("client config validation", function()
   end)
 
   it("from_env names what is missing", function()
-    local env = os.tmpname()
-    local f = assert(io.open(env, "w"))
-    f:write("OKTA_CLIENT_ORGURL=https://acme.okta.com\n")
-    f:close()
-    local client, err = oktadpop.from_env(env)
-    os.remove(env)
+    local client, err = oktadpop.from_env(util.tmpfile("OKTA_CLIENT_ORGURL=https://acme.okta.com\n"))
     assert.is_nil(client)
     assert.matches("OKTA_CLIENT_ID", err.message, 1, true)
   end)
 
   it("from_env reports a malformed .env line", function()
-    local env = os.tmpname()
-    local f = assert(io.open(env, "w"))
-    f:write("OKTA_ORG_URL=https://acme.okta.com\nthis is not a pair\n")
-    f:close()
-    local client, err = oktadpop.from_env(env)
-    os.remove(env)
+    local client, err = oktadpop.from_env(util.tmpfile("OKTA_ORG_URL=https://acme.okta.com\nthis is not a pair\n"))
     assert.is_nil(client)
     assert.matches("line 2", err.message, 1, true)
   end)
