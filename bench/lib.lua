@@ -9,24 +9,22 @@ function M.access_token()
   return os.getenv("BENCH_ACCESS_TOKEN") or ("eyJ" .. ("x"):rep(880))
 end
 
--- Wall clock from /proc/uptime (10 ms resolution; runs last seconds, so under 0.5 % error).
-function M.wall()
-  local f = assert(io.open("/proc/uptime", "rb"))
-  local s = f:read("*l")
+-- The number a pattern captures in a /proc file.
+local function proc_number(path, pattern)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
   f:close()
-  return tonumber(s:match("^(%S+)"))
+  return tonumber(s:match(pattern))
 end
+
+-- Wall clock from /proc/uptime (10 ms resolution; runs last seconds, so under 0.5 % error).
+function M.wall() return proc_number("/proc/uptime", "^(%S+)") end
 
 -- CPU time of this process (user + system), like openssl speed's default (user time).
 M.cpu = os.clock
 
 -- VmRSS of this process in KiB.
-function M.rss_kib()
-  local f = assert(io.open("/proc/self/status", "rb"))
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)%s*kB"))
-end
+function M.rss_kib() return proc_number("/proc/self/status", "VmRSS:%s*(%d+)%s*kB") end
 
 -- Runs fn(i) in batches of `batch` until `seconds` of clock() have passed; returns ops, elapsed.
 function M.timed(seconds, clock, batch, fn)

@@ -393,6 +393,22 @@ w()
 w("## Profiles (callgrind, Lua 5.4)")
 w()
 if R["machine.perf"] then w(R["machine.perf"]) w() end
+-- One callgrind table: the "ir.<a>.<list>.<i>" lines ("<Ir> <tag> <function>"), ranked when top.
+local function profile_table(a, unit, list, tag, count, title)
+  local ranked = list == "top"
+  w(title .. ", Ir per " .. unit .. ":")
+  w()
+  w((ranked and "| # " or "") .. "| Ir/" .. unit .. " | function |")
+  w((ranked and "|---:" or "") .. "|---:|---|")
+  for i = 1, count do
+    local v = R["ir." .. a .. "." .. list .. "." .. i]
+    if v then
+      local ir, fn = v:match("^(%S+) " .. tag .. " (.*)$")
+      w((ranked and ("| " .. i .. " ") or "") .. "| " .. fmt(tonumber(ir)) .. " | " .. fn .. " |")
+    end
+  end
+  w()
+end
 local PROFILES = {
   { "es256", "ES256" }, { "rs256", "RS256" },
   { "call", "ES256 `client:get` calls", "call" },
@@ -408,30 +424,9 @@ for _, A in ipairs(PROFILES) do
         fmt(num("ir." .. a .. ".rest_ir")), a == "es256" and "ECDSA_sign_ex" or "RSA_sign", fmt(num("ir." .. a .. ".overhead_ir"))))
     end
     w()
-    w("Top functions by self cost, signature excluded (`--toggle-collect`), Ir per " .. unit .. ":")
-    w()
-    w("| # | Ir/" .. unit .. " | function |")
-    w("|---:|---:|---|")
-    for i = 1, 10 do
-      local v = R["ir." .. a .. ".top." .. i]
-      if v then
-        local ir, fn = v:match("^(%S+) self (.*)$")
-        w(string.format("| %d | %s | %s |", i, fmt(tonumber(ir)), fn))
-      end
-    end
-    w()
-    w("Inclusive cost of the module's functions and the library entry points under them, Ir per " .. unit .. ":")
-    w()
-    w("| Ir/" .. unit .. " | function |")
-    w("|---:|---|")
-    for i = 1, 20 do
-      local v = R["ir." .. a .. ".incl." .. i]
-      if v then
-        local ir, fn = v:match("^(%S+) incl (.*)$")
-        w(string.format("| %s | %s |", fmt(tonumber(ir)), fn))
-      end
-    end
-    w()
+    profile_table(a, unit, "top", "self", 10, "Top functions by self cost, signature excluded (`--toggle-collect`)")
+    profile_table(a, unit, "incl", "incl", 20,
+      "Inclusive cost of the module's functions and the library entry points under them")
   end
 end
 
