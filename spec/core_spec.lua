@@ -275,7 +275,11 @@ describe("the protocol core", function()
     op:step(response(200, {["dpop-nonce"] = "n5"}, TOKEN))
     assert.is_true(b:set_token_state(a:token_state()))
     assert.equal("done", b:operation("token"):step().action)
+    assert.equal("n5", b:token_state().as_nonce)
     assert.is_false(b:set_token_state{token = "x", token_type = "DPoP", expires_at = os.time() - 1})
+    -- the token endpoint's own rules: a usable token, of the type this client sends
+    assert.is_false(b:set_token_state{token = "x y", token_type = "DPoP", expires_at = os.time() + 60})
+    assert.is_false(b:set_token_state{token = "x", token_type = "Bearer", expires_at = os.time() + 60})
   end)
 
   describe("regressions from review", function()

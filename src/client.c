@@ -387,9 +387,9 @@ static int client_set_token_state(lua_State *L) {
   if (!c) return closed_fail(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "as_nonce");
-  if (lua_type(L, -1) == LUA_TSTRING) { free(c->as_nonce); c->as_nonce = strdup(lua_tostring(L, -1)); }
+  if (lua_type(L, -1) == LUA_TSTRING) ok_client_set_nonce(c, 1, lua_tostring(L, -1));
   lua_getfield(L, 2, "rs_nonce");
-  if (lua_type(L, -1) == LUA_TSTRING) { free(c->rs_nonce); c->rs_nonce = strdup(lua_tostring(L, -1)); }
+  if (lua_type(L, -1) == LUA_TSTRING) ok_client_set_nonce(c, 0, lua_tostring(L, -1));
   lua_getfield(L, 2, "token");
   lua_getfield(L, 2, "token_type");
   lua_getfield(L, 2, "expires_at");
@@ -397,7 +397,7 @@ static int client_set_token_state(lua_State *L) {
   tok = lua_type(L, -4) == LUA_TSTRING ? lua_tostring(L, -4) : NULL;
   type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
   exp = lua_tonumber(L, -2);
-  if (tok && *tok && !strpbrk(tok, "\r\n ") && exp > ok_now() && (!c->dpop || strcasecmp(type, "DPoP") == 0)) {
+  if (ok_client_token_check(c, tok, type) == OK_TOKEN_OK && exp > ok_now()) {
     ok_client_set_token(c, tok, type, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes, exp);
     taken = c->token != NULL;
   }

@@ -55,6 +55,16 @@ void ok_client_clear_token(ok_client *c) {
   c->expires_at = 0;
 }
 
+int ok_client_token_check(const ok_client *c, const char *token, const char *type) {
+  if (!token || !*token || strpbrk(token, "\r\n ")) return OK_TOKEN_UNUSABLE;
+  if (c->dpop && strcasecmp(type, "DPoP") != 0) return OK_TOKEN_NOT_DPOP;
+  return OK_TOKEN_OK;
+}
+
+void ok_client_set_nonce(ok_client *c, int is_token, const char *nonce) {
+  if (nonce && *nonce && strlen(nonce) < 512) set_str(is_token ? &c->as_nonce : &c->rs_nonce, nonce, 0);
+}
+
 void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at) {
   ok_client_clear_token(c);
   c->token = dup_cstr(token);
@@ -751,9 +761,8 @@ static void push_oauth_error(lua_State *L, int ridx, int hidx, long status, cons
 
 /* Takes in what every response says: the server's nonce and its clock. */
 static void learn(lua_State *L, ok_client *c, int hidx, int is_token) {
-  const char *nonce = resp_header(L, hidx, "dpop-nonce");
   const char *date = resp_header(L, hidx, "date");
-  if (nonce && *nonce && strlen(nonce) < 512) set_str(is_token ? &c->as_nonce : &c->rs_nonce, nonce, 0);
+  ok_client_set_nonce(c, is_token, resp_header(L, hidx, "dpop-nonce"));
   if (date) {
     double d = ok_http_date(date);
     if (d > 0) c->clock_offset = d - ok_now();
@@ -775,11 +784,13 @@ static int take_token(lua_State *L, int cidx, int ridx, int hidx) {
   type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
   if (lua_type(L, -2) == LUA_TNUMBER) expires_in = lua_tonumber(L, -2);
   if (!(expires_in >= 0 && expires_in <= 86400.0 * 366)) expires_in = 0; /* NaN and absurd values: renew */
-  if (!tok || !*tok || strpbrk(tok, "\r\n ")) { ok_fail(L, "oauth", "token response has no usable access_token"); return 0; }
-  if (c->dpop && strcasecmp(type, "DPoP") != 0) {
+  switch (ok_client_token_check(c, tok, type)) {
+  case OK_TOKEN_UNUSABLE: ok_fail(L, "oauth", "token response has no usable access_token"); return 0;
+  case OK_TOKEN_NOT_DPOP:
     ok_fail(L, "oauth", "the token endpoint issued a %s token, not DPoP: the Okta app is not set to require DPoP "
             "(enable \"Require Demonstrating Proof of Possession (DPoP) header in token requests\"), or pass dpop=false", type);
     return 0;
+  case OK_TOKEN_OK: break;
   }
   ok_client_set_token(c, tok, type, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes,
                       ok_now() + expires_in);

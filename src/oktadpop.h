@@ -183,6 +183,12 @@ void ok_client_debug(lua_State *L, int cidx, const char *fmt, ...) __attribute__
 /* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
 int ok_client_url(lua_State *L, ok_client *c, const char *path, int qidx);
 void ok_client_clear_token(ok_client *c);
+/* Whether this client can send token, issued as token_type type. */
+enum { OK_TOKEN_OK, OK_TOKEN_UNUSABLE, OK_TOKEN_NOT_DPOP };
+int ok_client_token_check(const ok_client *c, const char *token, const char *type);
+/* Adopts a server's DPoP nonce: the token endpoint's (is_token) or the resource server's; an
+ * empty or oversized one is ignored. */
+void ok_client_set_nonce(ok_client *c, int is_token, const char *nonce);
 /* Stores a token (copied) with its type, scope and expiry, and hashes its ath once. */
 void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at);
 void ok_core_open(lua_State *L);
