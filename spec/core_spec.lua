@@ -276,6 +276,11 @@ describe("the protocol core", function()
     assert.is_true(b:set_token_state(a:token_state()))
     assert.equal("done", b:operation("token"):step().action)
     assert.equal("n5", b:token_state().as_nonce)
+    local again = a:token_state() -- the same token again (nginx re-adopts it per request): a new expiry only
+    again.expires_at = again.expires_at + 100
+    assert.is_true(b:set_token_state(again))
+    assert.equal(again.expires_at, b:token_state().expires_at)
+    assert.equal(again.token, b:token_state().token)
     assert.is_false(b:set_token_state{token = "x", token_type = "DPoP", expires_at = os.time() - 1})
     -- the token endpoint's own rules: a usable token, of the type this client sends
     assert.is_false(b:set_token_state{token = "x y", token_type = "DPoP", expires_at = os.time() + 60})

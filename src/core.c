@@ -66,6 +66,11 @@ void ok_client_set_nonce(ok_client *c, int is_token, const char *nonce) {
 }
 
 void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at) {
+  if (c->token && strcmp(c->token, token) == 0 && strcmp(c->token_type, type) == 0 &&
+      strcmp(c->token_scope, scope) == 0) { /* nginx workers re-adopt the shared token per request */
+    c->expires_at = expires_at;
+    return;
+  }
   ok_client_clear_token(c);
   c->token = dup_cstr(token);
   c->token_type = dup_cstr(type);

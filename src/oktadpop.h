@@ -189,7 +189,8 @@ int ok_client_token_check(const ok_client *c, const char *token, const char *typ
 /* Adopts a server's DPoP nonce: the token endpoint's (is_token) or the resource server's; an
  * empty or oversized one is ignored. */
 void ok_client_set_nonce(ok_client *c, int is_token, const char *nonce);
-/* Stores a token (copied) with its type, scope and expiry, and hashes its ath once. */
+/* Stores a token (copied) with its type, scope and expiry, and hashes its ath once: the same
+ * token again only updates the expiry. */
 void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at);
 void ok_core_open(lua_State *L);
 
