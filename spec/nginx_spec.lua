@@ -263,6 +263,15 @@ echo "$t1 $t2 $t0 $t3"
       expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{key = assert(oktadpop.generate_key())}}, "invalid_dpop_proof")
     end)
 
+    it("rejects a token signed by a key outside the JWKS, under the JWKS's kid or another", function()
+      local header, claims = oktadpop.decode_jwt(token)
+      assert.equal(200, (curl(url, {"Authorization: DPoP " .. token, "DPoP: " .. proof()}))) -- its key is loaded
+      for _, kid in ipairs({header.kid, "not-in-the-jwks"}) do
+        local forged = assert(oktadpop.sign_jwt(assert(oktadpop.generate_key("RS256", {kid = kid})), claims))
+        expect_denied({"Authorization: DPoP " .. forged, "DPoP: " .. proof{access_token = forged}}, "invalid_token")
+      end
+    end)
+
     it("rejects a Bearer-scheme use of a DPoP token", function()
       expect_denied({"Authorization: Bearer " .. token, "DPoP: " .. proof()}, "invalid_token")
     end)
