@@ -30,14 +30,13 @@ void ok_ath_of(const char *token, size_t n, char out[44]) {
   ok_sha256(token, n, md);
   out[ok_b64url_encode(md, sizeof md, out)] = '\0';
 }
-#define ath_of ok_ath_of
 
 /* oktadpop.ath(access_token): base64url(SHA-256(token)). */
 int ok_dpop_ath(lua_State *L) {
   size_t n;
   const char *token = luaL_checklstring(L, 1, &n);
   char ath[44];
-  ath_of(token, n, ath);
+  ok_ath_of(token, n, ath);
   lua_pushstring(L, ath);
   return 1;
 }
@@ -163,7 +162,7 @@ int ok_dpop_proof(lua_State *L) {
   jti = opt_str(L, 2, "jti", NULL);
   if (!htm || !valid_method(htm)) return ok_fail(L, "config", "dpop_proof needs htm, an upper-case HTTP method");
   if (!htu) return ok_fail(L, "config", "dpop_proof needs htu, the request URL");
-  if (token && !ath) { ath_of(token, toklen, athbuf); ath = athbuf; }
+  if (token && !ath) { ok_ath_of(token, toklen, athbuf); ath = athbuf; }
   return dpop_build(L, k, htm, htu, htulen, nonce, ath, opt_time(L, 2, "iat", (long long)time(NULL)), jti);
 }
 
@@ -317,7 +316,7 @@ int ok_dpop_verify(lua_State *L) {
     return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one");
   if (token) {
     char ath[44];
-    ath_of(token, toklen, ath);
+    ok_ath_of(token, toklen, ath);
     if (!field_is(L, cidx, "ath", ath)) return proof_fail(L, "ath", bad, "ath does not match the access token");
   }
   if (jkt && strcmp(jkt, key->thumbprint) != 0)

@@ -1,6 +1,7 @@
 /* url.c: pure C helpers for outside text, kept free of Lua so they are easy to test and fuzz:
- * URL origins and DPoP htu normalisation, loopback hosts, Link rel="next", and
- * WWW-Authenticate auth-params, and percent-encoding of query and form values. Every result is malloc'd or written to a caller buffer. */
+ * URL origins and DPoP htu normalisation, loopback hosts, Link rel="next", WWW-Authenticate
+ * auth-params, and percent-encoding of query and form values. Every result is malloc'd or
+ * written to a caller buffer. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,15 @@ static int hexval(int c) {
   return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* Writes byte c as %XX, upper-case hex (RFC 3986 section 2.1); returns 3. */
+static size_t put_pct(char *out, unsigned c) {
+  static const char hex[] = "0123456789ABCDEF";
+  out[0] = '%';
+  out[1] = hex[c >> 4];
+  out[2] = hex[c & 15];
+  return 3;
+}
+
 /* RFC 3986 pchar characters that never need escaping in a path: unreserved, sub-delims, ':' '@'.
  * Not NUL: strchr finds the terminator, and a decoded %00 would cut the htu short. */
 static int path_safe(int c) {
@@ -109,12 +119,12 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
       if (hi < 0 || lo < 0) { free(out); if (why) *why = "URL path has a malformed percent escape"; return NULL; }
       c = hi * 16 + lo;
       if (path_safe(c)) out[o++] = (char)c;
-      else { out[o++] = '%'; out[o++] = "0123456789ABCDEF"[hi]; out[o++] = "0123456789ABCDEF"[lo]; }
+      else o += put_pct(out + o, (unsigned)c);
       i += 2;
     } else if (path_safe(c) || c == '/') {
       out[o++] = (char)c;
     } else { /* raw bytes that need escaping (e.g. UTF-8) get it, so both spellings agree */
-      out[o++] = '%'; out[o++] = "0123456789ABCDEF"[c >> 4]; out[o++] = "0123456789ABCDEF"[c & 15];
+      o += put_pct(out + o, (unsigned)c);
     }
   }
   out[o] = '\0';
@@ -209,7 +219,7 @@ size_t ok_pct_encode(const char *s, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out[o++] = (char)c;
-    else { out[o++] = '%'; out[o++] = "0123456789ABCDEF"[c >> 4]; out[o++] = "0123456789ABCDEF"[c & 15]; }
+    else o += put_pct(out + o, c);
   }
   return o;
 }
