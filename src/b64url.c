@@ -29,6 +29,8 @@ static int b64val(unsigned char c) { /* c is already known to be in the standard
   return c == '+' ? 62 : 63;
 }
 
+size_t ok_b64url_room(size_t n) { return n / 4 * 3 + 3; }
+
 long ok_b64url_decode(const char *in, size_t n, unsigned char *out) {
   unsigned char quad[4];
   size_t o = 0;

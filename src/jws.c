@@ -152,7 +152,7 @@ int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t il
 /* Decodes one base64url JSON part and pushes the decoded object; 0 (with nil, err) if bad. */
 static int decode_part(lua_State *L, const char *s, size_t n, const char *what) {
   luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, n / 4 * 3 + 3); /* the decoder's documented room */
+  char *out = luaL_buffinitsize(L, &b, ok_b64url_room(n));
   long len = ok_b64url_decode(s, n, (unsigned char *)out);
   if (len < 0) { luaL_pushresultsize(&b, 0); lua_pop(L, 1); ok_fail(L, "json", "malformed JWT: %s is not base64url", what); return 0; }
   luaL_pushresultsize(&b, (size_t)len);
@@ -274,7 +274,7 @@ static int verify_fail(lua_State *L, const char *check, const char *code, const 
 int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char *code) {
   size_t len, slen;
   const char *jwt = luaL_checklstring(L, idx, &len), *dot2;
-  unsigned char sig[OK_SIG_MAX + 4];
+  unsigned char sig[OK_SIG_MAX + 4]; /* ok_b64url_room(ok_b64url_len(OK_SIG_MAX)) is 513 */
   long siglen;
   double now = (double)time(NULL), leeway = 0, exp, nbf;
   int hidx, cidx, r;

@@ -287,8 +287,7 @@ static BIGNUM *field_bn(const field *f, int *bad) {
   long n;
   BIGNUM *bn;
   if (!f->s) return NULL;
-  /* the decoder writes whole 3-byte groups: n/4*3+3 bytes of room, not 3n/4 */
-  if (f->n / 4 * 3 + 3 > sizeof buf || (n = ok_b64url_decode(f->s, f->n, buf)) <= 0) { *bad = 1; return NULL; }
+  if (ok_b64url_room(f->n) > sizeof buf || (n = ok_b64url_decode(f->s, f->n, buf)) <= 0) { *bad = 1; return NULL; }
   bn = BN_bin2bn(buf, (int)n, NULL);
   OPENSSL_cleanse(buf, sizeof buf);
   if (!bn) *bad = 1;

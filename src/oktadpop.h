@@ -35,7 +35,9 @@ int ok_keep(lua_State *L, int base, int n);
 size_t ok_b64url_len(size_t n);
 /* Writes ok_b64url_len(n) chars (no NUL) to out; returns that length. */
 size_t ok_b64url_encode(const unsigned char *in, size_t n, char *out);
-/* Decodes into out (room for n*3/4+3); returns the length or -1 on bad input. */
+/* Bytes ok_b64url_decode may write for n chars: it writes whole 3-byte groups. */
+size_t ok_b64url_room(size_t n);
+/* Decodes into out (ok_b64url_room(n) bytes); returns the length or -1 on bad input. */
 long ok_b64url_decode(const char *in, size_t n, unsigned char *out);
 void ok_b64url_push(lua_State *L, const unsigned char *in, size_t n);
 void ok_b64url_add(luaL_Buffer *b, const unsigned char *in, size_t n);
