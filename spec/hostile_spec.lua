@@ -240,7 +240,6 @@ describe("hostile servers", function()
     end)
     teardown(function()
       for _, s in ipairs({good, wrong_host, unknown_ca}) do if s then s:stop() end end
-      responder.cleanup()
     end)
 
     it("talks to a server whose certificate the CA vouches for (the control)", function()

@@ -194,6 +194,55 @@ local function config_json(config)
   return cjson.encode(c)
 end
 
+-- Starts a node server in the background (args unquoted; it stops by itself once this Lua
+-- process is gone), its output to log_file; returns the pid, or nil and why not.
+local function spawn(args, log_file)
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
+  local me = own_pid()
+  if me then quoted[#quoted + 1] = "--watch-pid " .. me end
+  local out, rc = run(table.concat(quoted, " ") .. " </dev/null >" .. shell_quote(log_file) .. " 2>&1 & echo $!")
+  local pid = tonumber(trim(out))
+  if rc ~= 0 or not pid then return nil, "could not spawn node: " .. out end
+  return pid
+end
+
+-- Waits up to timeout seconds for the ready file a server writes whole (by rename); returns
+-- its decoded JSON, or nil and why not.
+local function wait_ready(ready_file, pid, timeout)
+  local waited = 0
+  while waited < timeout do
+    local s = read_file(ready_file)
+    if s and s ~= "" then
+      local ok, decoded = pcall(cjson.decode, s)
+      if ok then return decoded end
+    end
+    if not alive(pid) then return nil, "server exited" end
+    sleep(0.05)
+    waited = waited + 0.05
+  end
+  return nil, "not ready after " .. timeout .. " s"
+end
+
+-- Stops pid: TERM, then KILL if it is still there after 5 s.
+local function stop_pid(pid)
+  for _, signal in ipairs({"TERM", "KILL"}) do
+    if not alive(pid) then return end
+    run("kill -" .. signal .. " " .. pid)
+    local waited = 0
+    while alive(pid) and waited < 5 do
+      sleep(0.05)
+      waited = waited + 0.05
+    end
+  end
+end
+
+-- For spec/support/responder.lua, which starts its server the same way.
+M.shell_quote, M.spawn, M.wait_ready, M.stop_pid = shell_quote, spawn, wait_ready, stop_pid
+M.repo_root, M.mktemp_dir = repo_root, mktemp_dir
+-- The test CA and certificates of make-tls.sh, made once per process: {dir=, ca_file=}.
+function M.tls() return ensure_tls(repo_root()) end
+
 function M.start(opts)
   opts = opts or {}
   local root = repo_root()
@@ -224,35 +273,13 @@ function M.start(opts)
   end
   if opts.base_url then add("--base-url", opts.base_url) end
   if opts.verbose ~= false then add("--verbose") end
-  local me = own_pid()
-  if me then add("--watch-pid", tostring(me)) end
-
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
-  local cmd = table.concat(quoted, " ") .. " </dev/null >" .. shell_quote(self.log_file) .. " 2>&1 & echo $!"
-  local out, rc = run(cmd)
-  self.pid = tonumber(trim(out))
-  if rc ~= 0 or not self.pid then
-    error("emulator: could not spawn node: " .. out, 2)
-  end
+  local pid, err = spawn(args, self.log_file)
+  if not pid then error("emulator: " .. err, 2) end
+  self.pid = pid
   self.guard = on_gc(function() pcall(self.stop, self) end)
 
-  -- Wait for the ready file (written whole, by rename).
-  local timeout = opts.timeout or 10
-  local waited = 0
-  local info
-  while waited < timeout do
-    local s = read_file(self.ready_file)
-    if s and s ~= "" then
-      local ok, decoded = pcall(cjson.decode, s)
-      if ok then info = decoded break end
-    end
-    if not alive(self.pid) then break end
-    sleep(0.05)
-    waited = waited + 0.05
-  end
+  local info, why = wait_ready(self.ready_file, self.pid, opts.timeout or 10)
   if not info then
-    local why = alive(self.pid) and ("not ready after " .. timeout .. " s") or "server exited"
     local log = tail(self.log_file, 30)
     self:stop()
     error("emulator: " .. why .. "; server log tail:\n" .. log, 2)
@@ -266,22 +293,7 @@ end
 function Emulator:stop()
   if self.stopped then return end
   self.stopped = true
-  if self.pid and alive(self.pid) then
-    run("kill -TERM " .. self.pid)
-    local waited = 0
-    while alive(self.pid) and waited < 5 do
-      sleep(0.05)
-      waited = waited + 0.05
-    end
-    if alive(self.pid) then
-      run("kill -KILL " .. self.pid)
-      waited = 0
-      while alive(self.pid) and waited < 5 do
-        sleep(0.05)
-        waited = waited + 0.05
-      end
-    end
-  end
+  if self.pid then stop_pid(self.pid) end
   if self.dir then os.execute("rm -rf " .. shell_quote(self.dir)) end
 end
 
@@ -351,6 +363,6 @@ function Emulator:server_log(n)
   return tail(self.log_file, n or 50)
 end
 
-M.repo_root = repo_root
+M.repo_root, M.mktemp_dir = repo_root, mktemp_dir
 
 return M
