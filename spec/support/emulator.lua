@@ -50,13 +50,8 @@ local function sleep(seconds)
   os.execute("sleep " .. seconds)
 end
 
-local read_file = require("spec.support.util").try_readfile
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local util = require "spec.support.util"
+local read_file, write_file = util.try_readfile, util.write
 
 local function exists(path)
   local f = io.open(path, "rb")
