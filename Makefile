@@ -1,40 +1,57 @@
 # oktadpop: `make` builds build/5.4/oktadpop.so; `make LUA=luajit` builds build/5.1/oktadpop.so.
+# pkg-config runs when the build does (scripts/flags), never when make reads this file, so a
+# target that first installs the packages (scripts/bootstrap) builds with them.
 LUA        ?= lua5.4
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 PKG_CONFIG ?= pkg-config
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+# CI builds with WERROR=-Werror (make test does); a user's newer compiler only warns.
+WERROR     ?=
+# Debian's lua-compat53-dev puts compat-5.3.h here; the LuaJIT build finds it on the include path.
+COMPAT53_INCDIR ?= /usr/include/lua5.1
 
-ifeq ($(LUA),luajit)
-  LUA_PC      := luajit
-  LUA_VERSION := 5.1
-else
+ifeq ($(LUA),lua5.4)
   LUA_PC      := lua5.4
   LUA_VERSION := 5.4
+  EXTRA_INC   :=
+else ifeq ($(LUA),luajit)
+  LUA_PC      := luajit
+  LUA_VERSION := 5.1
+  EXTRA_INC   := -I$(COMPAT53_INCDIR)
+else
+  $(error LUA must be lua5.4 or luajit, not '$(LUA)')
 endif
 
-BUILD       := build/$(LUA_VERSION)
-SO          := $(BUILD)/oktadpop.so
-INSTALL_CMOD = $(PREFIX)/lib/lua/$(LUA_VERSION)
-INSTALL_LMOD = $(PREFIX)/share/lua/$(LUA_VERSION)
+BUILD        ?= build/$(LUA_VERSION)
+SO           := $(BUILD)/oktadpop.so
+FLAGS        := $(BUILD)/flags
+INSTALL_CMOD  = $(PREFIX)/lib/lua/$(LUA_VERSION)
+INSTALL_LMOD  = $(PREFIX)/share/lua/$(LUA_VERSION)
+LUA_MODULES  := $(shell find lua -name '*.lua')
 
-WARN     := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
-CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE
-# Lua headers only: the host program supplies the Lua symbols, so never -llua.
-CPPFLAGS += $(shell $(PKG_CONFIG) --cflags $(LUA_PC) libcrypto libcurl)
-LIBS     := $(shell $(PKG_CONFIG) --libs libcrypto libcurl)
-SRCS     := $(wildcard src/*.c)
-OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
+WARN   := -Wall -Wextra $(WERROR) -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+# Only luaopen_oktadpop leaves the .so; the host program supplies the Lua symbols (never -llua).
+COMMON := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(EXTRA_INC)
+SRCS   := $(wildcard src/*.c)
+OBJS   := $(SRCS:src/%.c=$(BUILD)/%.o)
 
-.PHONY: all test test-5.4 test-luajit install demo memcheck clean bootstrap luajit
+.PHONY: all test install demo memcheck clean bootstrap luajit bench fuzz asan docs dist FORCE
 
 all: $(SO)
 
-$(BUILD)/%.o: src/%.c src/oktadpop.h src/compat.h | $(BUILD)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -c -o $@ $<
+# The stamp holds every flag a compile or link uses; it changes only when one does, and
+# objects and the .so depend on it, so `make CFLAGS=-O0` after a build rebuilds.
+$(FLAGS): FORCE | $(BUILD)
+	@PKG_CONFIG="$(PKG_CONFIG)" scripts/flags $(LUA_PC) "$(CC) $(CFLAGS) $(COMMON) $(WARN)" "$(LDFLAGS)" > $@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
 
-$(SO): $(OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(OBJS) $(LIBS)
+$(BUILD)/%.o: src/%.c src/*.h $(FLAGS) Makefile
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(COMMON) $(WARN) $(shell sed -n 's/^cflags=//p' $(FLAGS)) -c -o $@ $<
+
+$(SO): $(OBJS) $(FLAGS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(OBJS) $(shell sed -n 's/^libs=//p' $(FLAGS))
 
 $(BUILD):
 	mkdir -p $@
@@ -45,43 +62,42 @@ luajit:
 bootstrap:
 	@scripts/bootstrap
 
-# busted on both interpreters; scripts/test-summary adds every suite into one closing line.
+# Every suite on Lua 5.4 and LuaJIT; scripts/run-tests ends with one "N passed, N failed" line.
 test: bootstrap
-	$(MAKE) all
-	$(MAKE) LUA=luajit all
+	$(MAKE) WERROR=-Werror all
+	$(MAKE) WERROR=-Werror LUA=luajit all
 	@scripts/run-tests
 
-install: $(SO)
-	install -d $(DESTDIR)$(INSTALL_CMOD) $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty
-	install -m 0755 $(SO) $(DESTDIR)$(INSTALL_CMOD)/oktadpop.so
-	install -m 0644 lua/oktadpop/resty.lua $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty.lua
-	install -m 0644 lua/oktadpop/resty/guard.lua $(DESTDIR)$(INSTALL_LMOD)/oktadpop/resty/guard.lua
+demo: bootstrap
+	$(MAKE) all
+	@scripts/demo
 
-memcheck: bootstrap all
+memcheck: bootstrap
+	$(MAKE) all
 	@scripts/memcheck
 
-demo: bootstrap all
-	@scripts/demo
+install: $(SO)
+	install -d $(DESTDIR)$(INSTALL_CMOD) $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(SO) $(DESTDIR)$(INSTALL_CMOD)/oktadpop.so
+	for f in $(LUA_MODULES); do \
+	  d=$(DESTDIR)$(INSTALL_LMOD)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
+	done
 
 clean:
 	rm -rf build
 
-# make bench: proofs/s, calls/s, round trips, memory, instructions; prints one table and
-# writes bench/RESULTS.md (a few minutes; not part of make test).
-.PHONY: bench
+# make bench: proofs/s, calls/s, round trips, bulk pacing, memory, instructions; prints one
+# table and writes bench/RESULTS.md (a few minutes; not part of make test).
 bench: bootstrap
 	$(MAKE) all
 	$(MAKE) LUA=luajit all
 	@bench/run
 
-# make fuzz [FUZZ_SECONDS=60]: builds the libFuzzer targets of fuzz/ (clang) and runs each for
-# FUZZ_SECONDS; prints executions per target. make test runs them briefly (scripts/fuzz-brief).
+# make fuzz [FUZZ_SECONDS=60]: the libFuzzer targets of fuzz/ (clang), each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
-.PHONY: fuzz asan
 fuzz: bootstrap
 	@scripts/fuzz $(FUZZ_SECONDS)
 
-# make asan: the busted specs on Lua 5.4 with the module built under ASan+UBSan in build/asan,
-# the runtime LD_PRELOADed into lua5.4, leak detection on (scripts/asan).
+# make asan: the busted specs on Lua 5.4 with the module under ASan+UBSan (scripts/asan).
 asan: bootstrap
 	@scripts/asan

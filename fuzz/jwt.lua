@@ -75,14 +75,16 @@ end
 local function check_jwt(claims, header, now, leeway)
   if type(claims) ~= "table" or type(header) ~= "table" then finding("verify_jwt answered %s, %s", type(claims), type(header)) end
   local exp, nbf = claims.exp, claims.nbf
-  if exp ~= nil and not (type(exp) == "number" and now <= exp + leeway) then finding("accepted exp %s at %d", tostring(exp), now) end
+  if exp ~= nil and not (type(exp) == "number" and exp == exp and exp < math.huge and now <= exp + leeway) then finding("accepted exp %s at %d", tostring(exp), now) end
   if nbf ~= nil and not (type(nbf) == "number" and now + leeway >= nbf) then finding("accepted nbf %s at %d", tostring(nbf), now) end
 end
 
 -- What verify_dpop_proof must have checked when it answers claims, header, jkt.
-local function check_proof(claims, header, jkt, opts, seen, signer)
+local function check_proof(claims, header, jkt, opts, signer)
   if type(claims) ~= "table" or type(header) ~= "table" then finding("verify_dpop_proof answered %s", type(claims)) end
-  if header.typ ~= "dpop+jwt" then finding("accepted typ %s", tostring(header.typ)) end
+  if type(header.typ) ~= "string" or header.typ:lower():gsub("^application/", "") ~= "dpop+jwt" then
+    finding("accepted typ %s", tostring(header.typ))
+  end
   if signer and jkt ~= signer:thumbprint() then finding("accepted a proof whose key is not the signer's") end
   if opts.jkt and jkt ~= opts.jkt then finding("accepted a proof whose key is not cnf.jkt") end
   if claims.htm ~= "GET" then finding("accepted htm %s", tostring(claims.htm)) end
@@ -94,23 +96,22 @@ local function check_proof(claims, header, jkt, opts, seen, signer)
   if type(claims.jti) ~= "string" or #claims.jti < 16 then finding("accepted jti %s", tostring(claims.jti)) end
   if opts.access_token and claims.ath ~= o.ath(TOKEN) then finding("accepted ath %s", tostring(claims.ath)) end
   if opts.nonce and claims.nonce ~= NONCE then finding("accepted nonce %s", tostring(claims.nonce)) end
-  if opts.jti_seen and (#seen ~= 1 or seen[1] ~= claims.jti) then finding("jti_seen not asked exactly once") end
+  if header.crit ~= nil then finding("accepted a crit header") end
+  if type(header.alg) ~= "string" or header.alg:find("%z") then finding("accepted alg %s", tostring(header.alg)) end
 end
 
-local function proof_opts(flags, seen)
+local function proof_opts(flags)
   local opts = {htm = "GET", htu = HTU, now = NOW, max_age = MAX_AGE, leeway = LEEWAY}
   if flags % 2 == 1 then opts.access_token = TOKEN end
   if flags // 2 % 2 == 1 then opts.nonce = NONCE end
   if flags // 4 % 2 == 1 then opts.jkt = es:thumbprint() end
-  if flags // 8 % 2 == 1 then opts.jti_seen = function(jti) seen[#seen + 1] = jti return false end end
   return opts
 end
 
 local function verify_proof(proof, flags, signer)
-  local seen = {}
-  local opts = proof_opts(flags, seen)
+  local opts = proof_opts(flags)
   local claims, header, jkt = o.verify_dpop_proof(proof, opts)
-  if claims == nil then is_err(header) else check_proof(claims, header, jkt, opts, seen, signer) end
+  if claims == nil then is_err(header) else check_proof(claims, header, jkt, opts, signer) end
 end
 
 local function verify_all(s, flags)
@@ -132,9 +133,9 @@ return function(data)
   local s = data:sub(2)
   local mode, flags = b % 7, b // 7
   if mode == 0 then
-    local h, c = o.decode_jwt(s)
-    if h == nil then is_err(c)
-    elseif type(h) ~= "table" or type(c) ~= "table" then finding("decode_jwt answered %s, %s", type(h), type(c)) end
+    local c, h = o.decode_jwt(s)
+    if c == nil then is_err(h)
+    elseif type(h) ~= "table" or type(c) ~= "table" then finding("decode_jwt answered %s, %s", type(c), type(h)) end
   elseif mode == 1 then
     verify_all(s, 0)
   elseif mode == 2 then

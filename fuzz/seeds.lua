@@ -115,7 +115,7 @@ key_seed("jwk-rsa-partial-crt", 1, variant(rsp, {dq = false, qi = false}))
 key_seed("jwk-use-enc", 1, variant(ec:public_jwk(), {use = "enc"}))
 key_seed("jwk-kid-number", 2, '{"keys":[1,{"kid":7}]}', 0, true)
 
--- fuzz_jwt: mode byte = mode (0..6) + 7 * flags (1 ath, 2 nonce, 4 jkt, 8 jti_seen)
+-- fuzz_jwt: mode byte = mode (0..6) + 7 * flags (1 ath, 2 nonce, 4 jkt, 8 unused since jti_seen left verify_dpop_proof)
 local harness = assert(io.open("fuzz/jwt.lua")):read("a")
 local es = assert(o.load_key(harness:match("local ES_PEM = %[%[\n(.-)%]%]"), {kid = "fuzz-es"}))
 local rsk = assert(o.load_key(harness:match("local RS_PEM = %[%[\n(.-)%]%]"), {kid = "fuzz-rs"}))

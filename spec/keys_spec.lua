@@ -176,9 +176,32 @@ describe("load_key", function()
     assert.matches("does not fit", err.message)
   end)
 
-  it("raises on argument types, the programmer's error", function()
+  it("raises on argument types, the programmer's error; a bad option value is nil, err", function()
     assert.has_error(function() oktadpop.load_key(42) end)
-    assert.has_error(function() oktadpop.load_key(ec_sec1, {kid = 7}) end)
+    assert.has_error(function() oktadpop.load_key(ec_sec1, "kid") end)
+    for _, opts in ipairs{{kid = 7}, {passphrase = true}, {alg = {}}, {kdi = "typo"}} do
+      local k, err = oktadpop.load_key(ec_sec1, opts)
+      assert.is_nil(k)
+      assert.equal("config", err.kind)
+    end
+  end)
+
+  it("generate_key answers a bad bits or kid with a config error, not a raise", function()
+    for _, opts in ipairs{{bits = "x"}, {bits = 1024}, {bits = 8192}, {bits = 2048.5}, {kid = 1}, {size = 2048}} do
+      local k, err = oktadpop.generate_key("RS256", opts)
+      assert.is_nil(k)
+      assert.equal("config", err.kind)
+    end
+    local k, err = oktadpop.generate_key("HS256")
+    assert.is_nil(k)
+    assert.equal("config", err.kind)
+  end)
+
+  it("names the path of a key file it cannot open", function()
+    local k, err = oktadpop.load_key("/nonexistent/dir/cc_private_key.pem")
+    assert.is_nil(k)
+    assert.equal("key", err.kind)
+    assert.matches("/nonexistent/dir/cc_private_key.pem", err.message, 1, true)
   end)
 end)
 

@@ -91,13 +91,12 @@ describe("lifetimes", function()
     local okta = client()
     local it = okta:paginate("/api/v1/users", {limit = 2})
     assert.is_table(it())
-    local op = assert(okta:operation("GET", "/api/v1/users"))
     okta:close()
     okta:close() -- twice is fine
     for _, call in ipairs({
       function() return okta:token() end, function() return okta:get("/api/v1/users") end,
       function() return okta:post("/api/v1/users", {}) end, function() return okta:request("GET", "/x") end,
-      function() return okta:operation("token") end}) do
+      function() return okta:batch({"/api/v1/users"}) end}) do
       local r, err = call()
       assert.is_nil(r)
       assert.equal("config", err.kind)
@@ -110,10 +109,14 @@ describe("lifetimes", function()
     ok, err = pcall(function() for _ in it do end end) -- the next page needs the client
     assert.is_false(ok)
     assert.matches("closed", err.message, 1, true)
-    local a = op:step()
+    assert.equal("oktadpop.client (closed)", tostring(okta))
+    local session = assert(oktadpop.core.session{org_url = emu.url, client_id = CLIENT_ID, scopes = "okta.users.read",
+      private_key = cc})
+    local op = assert(session:operation("GET", "/api/v1/users"))
+    session:close()
+    local a = op:step(nil, os.time())
     assert.equal("fail", a.action)
     assert.matches("closed", a.error.message, 1, true)
-    assert.equal("oktadpop.client (closed)", tostring(okta))
   end)
 
   it("keeps paginating after the client's last reference is dropped and collected", function()
@@ -136,15 +139,17 @@ describe("lifetimes", function()
   it("collects operations, iterators and clients in any order mid-flight", function()
     for round = 1, 6 do
       local okta = client()
-      local op = assert(okta:operation("GET", "/api/v1/users", {query = {limit = 1}}))
-      local action = op:step() -- a token request in flight, never answered
+      local session = assert(oktadpop.core.session{org_url = emu.url, client_id = CLIENT_ID, scopes = "okta.users.read",
+        private_key = cc})
+      local op = assert(session:operation("GET", "/api/v1/users", {query = {limit = 1}}))
+      local action = op:step(nil, os.time()) -- a token fetch under way, never finished
       local it = okta:paginate("/api/v1/users", {limit = 3})
       it()
-      if round % 2 == 0 then okta:close() end
+      if round % 2 == 0 then okta:close() session:close() end
       if round % 3 == 0 then op, action = nil, nil end -- luacheck: ignore
-      okta = nil -- luacheck: ignore
+      okta, session = nil, nil -- luacheck: ignore
       collectgarbage()
-      if op then assert.is_table(op:step({error = oktadpop.error("network", "dropped")})) end
+      if op then assert.is_table(op:step(nil, os.time())) end
       op, action, it = nil, nil, nil -- luacheck: ignore
       collectgarbage()
       collectgarbage()
@@ -175,7 +180,7 @@ describe("lifetimes", function()
     assert(again.dpop_proof(k, {htm = "GET", htu = "https://a.example/x", access_token = "t"}))
     assert.equal(oktadpop.ath("t"), again.ath("t"))
     local c = client{dpop_key = k}
-    assert(again.http_error ~= nil and c:get("/api/v1/users", {limit = 1}))
+    assert(again.core.session ~= nil and c:get("/api/v1/users", {limit = 1}))
   end)
 
   it("refuses a 100 MB key file (or .env) without reading it", function()
@@ -238,12 +243,13 @@ describe("lifetimes", function()
             assert(oktadpop.verify_dpop_proof(proof, {htm = "GET", htu = htu, access_token = "t" .. i, nonce = "n"}))
             local jwt = assert(oktadpop.sign_jwt(k, {sub = "s" .. i, nested = {a = {1, 2, {b = "c"}}}}))
             assert(oktadpop.verify_jwt(jwt, pub:public_jwk()))
-            local h, c = oktadpop.decode_jwt(assert(oktadpop.client_assertion(k, "cid", "aud")))
+            local c, h = oktadpop.decode_jwt(assert(oktadpop.client_assertion(k, "cid", "aud")))
             assert.equal("cid", c.iss)
             assert.equal(alg, h.alg)
             local okta = client{dpop_key = k2, debug = function(line) lines = line end}
-            local op = assert(okta:operation("token"))
-            assert.equal("send", op:step().action)
+            local session = assert(oktadpop.core.session{org_url = emu.url, client_id = CLIENT_ID, scopes = "s",
+              private_key = cc, dpop_key = k2})
+            assert.equal("store", session:token_operation():step(nil, os.time()).action)
             if i % 10 == 0 then
               assert.equal(2, #assert(okta:get("/api/v1/users", {limit = 2})))
               assert.equal(USERS, count_users(okta:paginate("/api/v1/users", {limit = 3})))

@@ -3,36 +3,15 @@
 local oktadpop = require "oktadpop"
 local emulator = require "spec.support.emulator"
 local util = require "spec.support.util"
+local nginx = require "spec.support.nginx"
 
-local ROOT = assert(io.popen("pwd")):read("*l")
 local CLIENT_ID = "0oanginx000000000001"
 
 local sh, write = util.sh, util.write
 
 -- Starts nginx with the given worker count; returns {url=, stop=}.
 local function start_nginx(dir, emu, workers)
-  for _ = 1, 5 do
-    local port = math.random(20000, 60000)
-    local conf = ([[
-user root root;  # the test keys are 0600 in a 0700 temp folder
-worker_processes %d;
-pid %s/nginx.pid;
-error_log %s/error.log warn;
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %s/tmp; proxy_temp_path %s/tmp; fastcgi_temp_path %s/tmp;
-  uwsgi_temp_path %s/tmp; scgi_temp_path %s/tmp;
-  lua_package_path "%s/?.lua;%s/lua/?.lua;/usr/share/lua/5.1/?.lua;;";
-  lua_package_cpath "%s/build/5.1/?.so;;";
-  lua_shared_dict oktadpop 1m;
-  lua_shared_dict replay 1m;
-  # a proof in the master fills its jti pool before the fork: workers must not inherit it
-  init_by_lua_block { local o = require "oktadpop"; o.dpop_proof(o.generate_key("ES256"), {htm = "GET", htu = "https://x.test/"}) }
-  server {
-    listen 127.0.0.1:%d reuseport;  # the kernel spreads connections over all workers
+  local server = ([[
     location = /users { content_by_lua_block {
       local n = 0
       for _ in require("nginx_app").client():paginate("/api/v1/users", {limit = 200}) do n = n + 1 end
@@ -49,42 +28,24 @@ http {
     location = /jtis { content_by_lua_block {
       local o = require "oktadpop"
       local key = o.generate_key("ES256")
-      local _, claims = o.decode_jwt(o.dpop_proof(key, {htm = "GET", htu = "https://x.test/"}))
+      local claims = o.decode_jwt(o.dpop_proof(key, {htm = "GET", htu = "https://x.test/"}))
       ngx.say(ngx.worker.pid(), " ", claims.jti)
     } }
     location = /protected {
       access_by_lua_block {
         require("oktadpop.resty.guard").protect{jwks = "%s/jwks.json", issuer = "%s", audience = "%s",
-          replay_dict = "replay", max_age = 60, leeway = 1}
+          replay_dict = "replay", max_age = 60, leeway = 1, origin = ngx.var.scheme .. "://127.0.0.1:" .. ngx.var.server_port}
       }
       content_by_lua_block { ngx.say("hello ", ngx.ctx.oktadpop.claims.sub, " ", ngx.ctx.oktadpop.jkt) }
     }
-  }
-}
-]]):format(workers, dir, dir, dir, dir, dir, dir, dir, dir, ROOT, ROOT, port, dir, emu.url, emu.url)
-    os.execute("mkdir -p " .. dir .. "/tmp")
-    write(dir .. "/nginx.conf", conf)
-    os.remove(dir .. "/nginx.pid")
-    os.execute("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log 2>>" .. dir .. "/start.log")
-    for _ = 1, 50 do
-      if io.open(dir .. "/nginx.pid") then break end
-      os.execute("sleep 0.1")
-    end
-    local pidf = io.open(dir .. "/nginx.pid")
-    if pidf then
-      local pid = pidf:read("*l")
-      pidf:close()
-      local url = "http://127.0.0.1:" .. port
-      return {url = url, pid = pid, stop = function()
-        os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
-        for _ = 1, 50 do
-          if not io.open("/proc/" .. pid .. "/status") then break end
-          os.execute("sleep 0.1")
-        end
-      end}
-    end
-  end
-  error("nginx did not start: " .. sh("cat " .. dir .. "/start.log " .. dir .. "/error.log 2>/dev/null"))
+]]):format(dir, emu.url, emu.url)
+  local n = nginx.start{dir = dir, workers = workers, server = server, http = [[
+  lua_shared_dict oktadpop 1m;
+  lua_shared_dict replay 1m;
+  # a proof in the master fills its jti pool before the fork: workers must not inherit it
+  init_by_lua_block { local o = require "oktadpop"; o.dpop_proof(o.generate_key("ES256"), {htm = "GET", htu = "https://x.test/"}) }
+]]}
+  return {url = n.url, pid = n.pid, stop = function() n:stop() end}
 end
 
 -- Status and WWW-Authenticate of a curl request with extra headers.
@@ -97,7 +58,7 @@ local function curl(url, headers, method)
 end
 
 describe("oktadpop.resty in nginx", function()
-  local emu, dir, nginx, cc_key, dpop_key
+  local emu, dir, server, cc_key, dpop_key
 
   local function count(kind, status) return util.log_count(emu, kind, status) end
 
@@ -108,7 +69,7 @@ describe("oktadpop.resty in nginx", function()
     dpop_key = assert(oktadpop.generate_key("ES256"))
     assert(cc_key:save_pem(dir .. "/cc.pem", true))
     assert(dpop_key:save_pem(dir .. "/dpop.pem", true))
-    emu = emulator.start{tls = false, config = {users = 450, clients = {
+    emu = emulator.start{tls = false, config = {users = 450, rate_limit = 100000, clients = {
       {client_id = CLIENT_ID, jwks = {keys = {cc_key:public_jwk()}}, dpop_required = true,
        scopes = {"okta.users.read", "okta.groups.read"}}}}}
     write(dir .. "/jwks.json", sh("curl -s " .. emu.url .. "/oauth2/v1/keys"))
@@ -127,17 +88,17 @@ return M
   end)
 
   teardown(function()
-    if nginx then nginx.stop() end
+    if server then server.stop() end
     if emu then emu:stop() end
     if dir and not os.getenv("OKTADPOP_KEEP_TMP") then os.execute("rm -rf " .. dir) end
   end)
 
   describe("with one worker", function()
-    setup(function() nginx = start_nginx(dir, emu, 1) end)
-    teardown(function() nginx.stop(); nginx = nil end)
+    setup(function() server = start_nginx(dir, emu, 1) end)
+    teardown(function() server.stop(); server = nil end)
 
     it("lists all users from the emulator with DPoP required", function()
-      assert.equal("450\n", sh("curl -s " .. nginx.url .. "/users"))
+      assert.equal("450\n", sh("curl -s " .. server.url .. "/users"))
       assert.equal(1, count("token", 200))
       for _, e in ipairs(emu:log()) do
         if e.kind == "api" then assert.equal("DPoP", e.auth_scheme) end
@@ -145,10 +106,10 @@ return M
     end)
 
     it("does not block: 50 requests finish while 5 wait on a 2 s delay", function()
-      assert.equal("user1@example.com\n", sh("curl -s " .. nginx.url .. "/fast"))
+      assert.equal("user1@example.com\n", sh("curl -s " .. server.url .. "/fast"))
       emu:control{faults = {{path_prefix = "/api/v1/groups", kind = "delay", delay_ms = 2000, times = 5}}}
       local urls = {}
-      for _ = 1, 50 do urls[#urls + 1] = "'" .. nginx.url .. "/fast'" end
+      for _ = 1, 50 do urls[#urls + 1] = "'" .. server.url .. "/fast'" end
       local out = sh(([[
 t0=$(date +%%s.%%N)
 for i in 1 2 3 4 5; do curl -s %s/slow > %s/slow.$i & done
@@ -159,7 +120,7 @@ t2=$(date +%%s.%%N)
 wait
 t3=$(date +%%s.%%N)
 echo "$t1 $t2 $t0 $t3"
-]]):format(nginx.url, dir, table.concat(urls, " "), dir))
+]]):format(server.url, dir, table.concat(urls, " "), dir))
       local t1, t2, t0, t3 = out:match("(%S+) (%S+) (%S+) (%S+)")
       local fast, slow = tonumber(t2) - tonumber(t1), tonumber(t3) - tonumber(t0)
       local fast_out = sh("cat " .. dir .. "/fast.out")
@@ -175,13 +136,13 @@ echo "$t1 $t2 $t0 $t3"
   describe("with four workers and the shared dict", function()
     setup(function()
       emu:reset()
-      nginx = start_nginx(dir, emu, 4)
+      server = start_nginx(dir, emu, 4)
     end)
-    teardown(function() nginx.stop(); nginx = nil end)
+    teardown(function() server.stop(); server = nil end)
 
     it("makes one token acquisition for 200 concurrent requests", function()
       local list = {}
-      for _ = 1, 200 do list[#list + 1] = "url = \"" .. nginx.url .. "/fast\"" end
+      for _ = 1, 200 do list[#list + 1] = "url = \"" .. server.url .. "/fast\"" end
       write(dir .. "/urls.txt", table.concat(list, "\n") .. "\n")
       local out = sh("curl -s --no-progress-meter --parallel --parallel-max 25 -K " .. dir .. "/urls.txt")
       local _, n = out:gsub("user1@example.com", "")
@@ -193,7 +154,7 @@ echo "$t1 $t2 $t0 $t3"
 
     it("gives every worker its own jtis after the fork", function()
       local list = {}
-      for _ = 1, 40 do list[#list + 1] = "url = \"" .. nginx.url .. "/jtis\"" end
+      for _ = 1, 40 do list[#list + 1] = "url = \"" .. server.url .. "/jtis\"" end
       write(dir .. "/jtis.txt", table.concat(list, "\n") .. "\n")
       local out = sh("curl -s --no-progress-meter --parallel --parallel-max 10 -K " .. dir .. "/jtis.txt")
       local pids, seen, n, workers = {}, {}, 0, 0
@@ -210,17 +171,17 @@ echo "$t1 $t2 $t0 $t3"
   describe("the DPoP guard", function()
     local okta, token, url
     setup(function()
-      nginx = start_nginx(dir, emu, 1)
-      url = nginx.url .. "/protected"
+      server = start_nginx(dir, emu, 1)
+      url = server.url .. "/protected"
       okta = assert(oktadpop.new{org_url = emu.url, client_id = CLIENT_ID, scopes = "okta.users.read",
         private_key = dir .. "/cc.pem", kid = "nginx-cc"})
       token = assert(okta:token())
     end)
-    teardown(function() nginx.stop(); nginx = nil end)
+    teardown(function() server.stop(); server = nil end)
 
     local function proof(over)
       local o = {htm = "GET", htu = url, access_token = token}
-      for k, v in pairs(over or {}) do o[k] = v end
+      for k, v in pairs(over or {}) do if k ~= "key" then o[k] = v end end
       return assert(oktadpop.dpop_proof(over and over.key or okta.dpop_key, o))
     end
 
@@ -246,7 +207,7 @@ echo "$t1 $t2 $t0 $t3"
     end)
 
     it("rejects a wrong htu", function()
-      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{htu = nginx.url .. "/other"}}, "invalid_dpop_proof")
+      expect_denied({"Authorization: DPoP " .. token, "DPoP: " .. proof{htu = server.url .. "/other"}}, "invalid_dpop_proof")
     end)
 
     it("rejects a replayed jti", function()
@@ -264,7 +225,7 @@ echo "$t1 $t2 $t0 $t3"
     end)
 
     it("rejects a token signed by a key outside the JWKS, under the JWKS's kid or another", function()
-      local header, claims = oktadpop.decode_jwt(token)
+      local claims, header = oktadpop.decode_jwt(token)
       assert.equal(200, (curl(url, {"Authorization: DPoP " .. token, "DPoP: " .. proof()}))) -- its key is loaded
       for _, kid in ipairs({header.kid, "not-in-the-jwks"}) do
         local forged = assert(oktadpop.sign_jwt(assert(oktadpop.generate_key("RS256", {kid = kid})), claims))

@@ -1,84 +1,277 @@
-/* client.c: the public client: oktadpop.new / from_env, and token, request, get, post, put,
- * patch, delete, paginate, close and operation on the client object; the blocking driver
- * that runs the core's actions over curl.c; oktadpop.pretty for the REPL. */
-#include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
+/* client.c: the libcurl driver and the client object scripts use: oktadpop.new / from_env,
+ * and token, request, get, post, put, patch, delete, paginate, poll, batch and close. The
+ * driver holds no policy: it steps the core's operations, performs their actions (send over
+ * transfer.c, store on the client's store, sleep while other transfers move) and hands the
+ * core's answers back. One loop runs one operation or many at once; it runs under lua_pcall,
+ * so whatever raises inside it (a callback, a store, memory) first gives back the transfers
+ * and what the operations hold. */
 #include <math.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-#include "oktadpop.h"
+#include "driver.h"
 
-#define OK_MAX_STEPS 128 /* above the core's own bound (about 4 * max_retries + 10 steps) */
-#define OK_ENV_FILE_MAX (1024 * 1024)
+typedef struct ok_client {
+  ok_engine engine;
+  int closed;
+} ok_client;
 
-/* Checks the client at idx is open; raises for a closed one only via nil, err by callers. */
-static ok_client *open_client(lua_State *L, int idx) {
-  ok_client *c = ok_client_check(L, idx);
-  return c->closed ? NULL : c;
-}
+enum { T_FREE, T_READY, T_XFER, T_SLEEP, T_FINAL };
 
-static void sleep_seconds(double s) {
-  struct timespec ts;
-  if (!(s > 0)) return;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
+/* One operation in a run: its state and, while sending, its transfer slot. */
+typedef struct task { int state, xfer; double wake; } task;
 
-/* Runs the operation at opidx to its end over libcurl; pushes the final action table. */
-static void drive(lua_State *L, int opidx) {
+/* A run (a userdata): n tasks of the client at cidx. The Lua table at ridx holds [k] the
+ * operation of task k, [-k] its pending input, then its final action, and [n + k] the send
+ * action in flight. */
+typedef struct run {
+  lua_State *L;
   ok_client *c;
-  int base, step;
-  opidx = lua_absindex(L, opidx);
-  lua_getuservalue(L, opidx);
-  lua_getfield(L, -1, "client");
-  c = ok_client_check(L, -1);
-  lua_pop(L, 2);
-  base = lua_gettop(L);
-  lua_pushnil(L); /* base + 1: the last response */
-  for (step = 0; step < OK_MAX_STEPS; step++) {
-    const char *action;
-    ok_op_step(L, opidx, lua_isnil(L, base + 1) ? 0 : base + 1);
-    lua_getfield(L, -1, "action");
-    action = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    if (strcmp(action, "send") == 0) {
-      ok_curl_send(L, c, -1);
-    } else if (strcmp(action, "sleep") == 0) {
-      lua_getfield(L, -1, "seconds");
-      sleep_seconds(lua_tonumber(L, -1));
-      lua_pushnil(L);
-    } else {
-      lua_replace(L, base + 1);
-      lua_settop(L, base + 1);
-      return;
-    }
-    lua_replace(L, base + 1);
-    lua_settop(L, base + 1);
-  }
-  lua_settop(L, base);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, "fail");
-  lua_setfield(L, -2, "action");
-  ok_error_push(L, "network", "gave up after %d steps", OK_MAX_STEPS);
-  lua_setfield(L, -2, "error");
+  int uidx, cidx, sidx, stidx, ridx, n; /* stack indexes in the frame that runs it */
+  task t[];
+} run;
+
+static ok_client *client_check(lua_State *L, int idx) { return luaL_checkudata(L, idx, OK_CLIENT_MT); }
+
+/* Pushes a field of the client's uservalue: session, store, debug (a function, or a boolean). */
+static void client_field(lua_State *L, int cidx, const char *name) {
+  lua_getuservalue(L, cidx);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
 }
 
-static int closed_fail(lua_State *L) {
-  return ok_fail(L, "config", "the client is closed");
+/* Writes the log lines of the action on top to the debug function or stderr. */
+static void write_log(lua_State *L, int cidx) {
+  int lines;
+  lua_getfield(L, -1, "log");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  lines = lua_gettop(L);
+  client_field(L, cidx, "debug");
+  for (int i = 1; i <= (int)lua_rawlen(L, lines); i++) {
+    if (lua_isfunction(L, -1)) {
+      lua_pushvalue(L, -1);
+      lua_rawgeti(L, lines, i);
+      if (lua_pcall(L, 1, 0, 0) != 0) lua_pop(L, 1); /* a failing logger must not break a call */
+    } else if (lua_toboolean(L, -1)) {
+      lua_rawgeti(L, lines, i);
+      fprintf(stderr, "oktadpop: %s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 2);
+}
+
+/* ---- running operations ---- */
+
+/* Pushes a run of n tasks for the client at cidx, with its table. */
+static run *run_new(lua_State *L, int cidx, int n) {
+  run *r = lua_newuserdata(L, sizeof *r + (size_t)n * sizeof(task));
+  memset(r, 0, sizeof *r + (size_t)n * sizeof(task));
+  r->L = L;
+  r->uidx = lua_gettop(L);
+  r->c = client_check(L, cidx);
+  r->cidx = lua_absindex(L, cidx);
+  r->n = n;
+  client_field(L, r->cidx, "session");
+  r->sidx = lua_gettop(L);
+  client_field(L, r->cidx, "store");
+  r->stidx = lua_gettop(L);
+  lua_newtable(L);
+  r->ridx = lua_gettop(L);
+  return r;
+}
+
+/* Puts the operation on top into task k, ready to step. */
+static void run_put(run *r, int k) {
+  lua_rawseti(r->L, r->ridx, k);
+  lua_pushnil(r->L);
+  lua_rawseti(r->L, r->ridx, -k);
+  r->t[k - 1].state = T_READY;
+}
+
+/* An answer (on top) to task k's last action; a send that could not start answers itself. */
+static void answer(run *r, int k) {
+  lua_rawseti(r->L, r->ridx, -k);
+  r->t[k - 1].state = T_READY;
+}
+
+/* Starts the send action on top for task k. */
+static void send(run *r, int k) {
+  lua_State *L = r->L;
+  task *t = &r->t[k - 1];
+  if ((t->xfer = ok_xfer_take(&r->c->engine)) < 0) {
+    lua_createtable(L, 0, 1);
+    ok_error_push(L, "network", "too many transfers at once");
+    lua_setfield(L, -2, "error");
+    answer(r, k);
+  } else if (!ok_xfer_start(L, &r->c->engine, t->xfer, -1, r->sidx)) {
+    ok_xfer_give_back(&r->c->engine, t->xfer);
+    answer(r, k);
+  } else {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, r->ridx, k + r->n); /* kept for the messages of a failed transfer */
+    t->state = T_XFER;
+  }
+}
+
+/* Steps task k until it waits (a transfer, a sleep) or ends; store actions are answered here. */
+static void advance(run *r, int k) {
+  lua_State *L = r->L;
+  task *t = &r->t[k - 1];
+  while (t->state == T_READY) {
+    int top = lua_gettop(L);
+    const char *kind;
+    lua_rawgeti(L, r->ridx, k);
+    lua_rawgeti(L, r->ridx, -k);
+    ok_op_step(L, top + 1, top + 2, ok_wall_clock());
+    write_log(L, r->cidx);
+    lua_getfield(L, -1, "action");
+    kind = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (strcmp(kind, "store") == 0) {
+      ok_store_run(L, r->stidx, -1);
+      answer(r, k);
+    } else if (strcmp(kind, "send") == 0) {
+      send(r, k);
+    } else if (strcmp(kind, "sleep") == 0) {
+      lua_getfield(L, -1, "seconds");
+      t->wake = ok_wall_clock() + lua_tonumber(L, -1);
+      t->state = T_SLEEP;
+    } else { /* items, done or fail: the caller's */
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, r->ridx, -k);
+      t->state = T_FINAL;
+    }
+    lua_settop(L, top);
+  }
+}
+
+/* Waits for the run's transfers and sleeps, and advances the tasks that can go on. */
+static void pump(run *r) {
+  double now = ok_wall_clock(), wait = 1.0;
+  for (int k = 1; k <= r->n; k++)
+    if (r->t[k - 1].state == T_SLEEP) wait = fmin(wait, r->t[k - 1].wake - now);
+  ok_engine_wait(&r->c->engine, wait > 0 ? (int)ceil(wait * 1000) : 0);
+  now = ok_wall_clock();
+  for (int k = 1; k <= r->n; k++) {
+    task *t = &r->t[k - 1];
+    if (t->state == T_XFER && r->c->engine.xfers[t->xfer].done) {
+      lua_rawgeti(r->L, r->ridx, k + r->n);
+      ok_xfer_response(r->L, &r->c->engine, t->xfer, -1);
+      lua_remove(r->L, -2);
+      lua_pushnil(r->L);
+      lua_rawseti(r->L, r->ridx, k + r->n);
+      ok_xfer_give_back(&r->c->engine, t->xfer);
+      answer(r, k);
+    } else if (t->state == T_SLEEP && now >= t->wake) {
+      t->state = T_READY;
+    }
+    if (t->state == T_READY) advance(r, k);
+  }
+}
+
+/* Runs the store actions in the list at idx (releases of an abandoned operation). */
+static int run_releases(lua_State *L) {
+  for (int i = 1; i <= (int)lua_rawlen(L, 2); i++) {
+    lua_rawgeti(L, 2, i);
+    ok_store_run(L, 1, -1);
+    lua_pop(L, 2);
+  }
+  return 0;
+}
+
+/* Gives back what a run cut short holds: its transfers, and its operations' slots and lock. */
+static void abandon(run *r) {
+  lua_State *L = r->L;
+  for (int k = 1; k <= r->n; k++) {
+    task *t = &r->t[k - 1];
+    if (t->state == T_XFER) ok_xfer_give_back(&r->c->engine, t->xfer);
+    if (t->state == T_FREE || t->state == T_FINAL) continue;
+    t->state = T_FREE;
+    lua_pushcfunction(L, run_releases);
+    lua_pushvalue(L, r->stidx);
+    lua_rawgeti(L, r->ridx, k);
+    if (!luaL_testudata(L, -1, OK_OP_MT)) { lua_pop(L, 3); continue; }
+    ok_op_abort(L, lua_gettop(L));
+    lua_remove(L, -2);
+    if (lua_pcall(L, 2, 0, 0) != 0) lua_pop(L, 1); /* the store failed too: nothing more to do */
+  }
+}
+
+/* Calls body(run, client, session, store, table, ...) under lua_pcall with the nargs values
+ * on top as its last arguments; the body sees the run's values at 1..5 of its own frame. On
+ * an error, abandons the run and raises it again. Returns the number of the body's results. */
+static int protected(lua_State *L, run *r, lua_CFunction body, int nargs) {
+  int base = lua_gettop(L) - nargs, saved[4] = {r->cidx, r->sidx, r->stidx, r->ridx}, status;
+  lua_pushcfunction(L, body);
+  lua_insert(L, base + 1);
+  for (int i = 0; i < 5; i++) {
+    lua_pushvalue(L, i == 0 ? r->uidx : saved[i - 1]);
+    lua_insert(L, base + 2 + i);
+  }
+  status = lua_pcall(L, nargs + 5, LUA_MULTRET, 0);
+  r->cidx = saved[0]; r->sidx = saved[1]; r->stidx = saved[2]; r->ridx = saved[3];
+  if (status != 0) {
+    abandon(r);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - base;
+}
+
+/* The run of a body, its indexes moved to the body's frame. */
+static run *body_run(lua_State *L) {
+  run *r = lua_touserdata(L, 1);
+  r->cidx = 2; r->sidx = 3; r->stidx = 4; r->ridx = 5;
+  return r;
+}
+
+/* Runs task 1 to its next final action (items, done or fail), pushed. */
+static int run_one(lua_State *L) {
+  run *r = body_run(L);
+  advance(r, 1);
+  while (r->t[0].state != T_FINAL) pump(r);
+  lua_rawgeti(L, r->ridx, -1);
+  r->t[0].state = T_READY; /* a pages operation goes on at its next step */
+  return 1;
+}
+
+/* Runs the operation on top to its next final action, which replaces it on top. */
+static void drive(lua_State *L, int cidx) {
+  run *r;
+  int opidx = lua_gettop(L);
+  r = run_new(L, cidx, 1);
+  lua_pushvalue(L, opidx);
+  run_put(r, 1);
+  protected(L, r, run_one, 0);
+  lua_replace(L, opidx);
+  lua_settop(L, opidx);
+}
+
+/* ---- the client object ---- */
+
+static ok_client *open_client(lua_State *L) {
+  ok_client *c = client_check(L, 1);
+  if (c->closed) { ok_fail(L, "config", "the client is closed"); return NULL; }
+  return c;
+}
+
+/* Runs the operation made by the session method `method` with the arguments at 2..top. */
+static int make_op(lua_State *L, const char *method) {
+  int nargs = lua_gettop(L) - 1;
+  client_field(L, 1, "session");
+  lua_getfield(L, -1, method);
+  lua_insert(L, 2);
+  lua_insert(L, 3);
+  lua_call(L, nargs + 1, 2);
+  return !lua_isnil(L, -2);
 }
 
 /* client:token([force]) -> token, info | nil, err */
 static int client_token(lua_State *L) {
-  int force = lua_toboolean(L, 2);
-  if (!open_client(L, 1)) return closed_fail(L);
-  ok_op_create(L, 1, NULL, NULL, force, 0, 0);
-  drive(L, -1);
+  if (!open_client(L)) return 2;
+  lua_settop(L, 2);
+  if (!make_op(L, "token_operation")) return 2;
+  lua_pop(L, 1);
+  drive(L, 1);
   lua_getfield(L, -1, "error");
   if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
   lua_getfield(L, -2, "token");
@@ -86,203 +279,39 @@ static int client_token(lua_State *L) {
   return 2;
 }
 
-/* Refuses headers that oktadpop manages itself, so a caller cannot unbind the request. */
-static int check_headers(lua_State *L, int hidx) {
-  static const char *const managed[] = {"authorization", "dpop", "host", "content-length",
-                                        "transfer-encoding", "x-okta-retry-for", "x-okta-retry-count", NULL};
-  if (lua_isnil(L, hidx)) return 1;
-  if (!lua_istable(L, hidx)) { ok_fail(L, "config", "headers must be a table"); return 0; }
-  lua_pushnil(L);
-  while (lua_next(L, hidx)) {
-    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    if (!name || lua_type(L, -1) != LUA_TSTRING) { ok_fail(L, "config", "header names and values must be strings"); return 0; }
-    for (int i = 0; managed[i]; i++)
-      if (strcasecmp(name, managed[i]) == 0) { ok_fail(L, "config", "header %s is set by oktadpop", name); return 0; }
-    if (strpbrk(lua_tostring(L, -1), "\r\n") || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
-      ok_fail(L, "config", "header %s contains CR, LF or NUL", name);
-      return 0;
-    }
-    /* an RFC 9110 token, refused here rather than by the transport after the token request */
-    if (!*name || strlen(name) != lua_rawlen(L, -2) || name[strspn(name, "!#$%&'*+-.^_`|~0123456789"
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")]) {
-      ok_fail(L, "config", "header name is not a token: refused");
-      return 0;
-    }
-    lua_pop(L, 1);
-  }
-  return 1;
-}
-
-/* Builds an operation for (method, path, opts at oidx); pushes it, or nil, err. */
-static int make_operation(lua_State *L, int cidx, int midx, int pidx, int oidx) {
-  ok_client *c = ok_client_check(L, cidx);
-  const char *method = luaL_checkstring(L, midx), *path = luaL_checkstring(L, pidx);
-  int qidx = 0, bidx = 0, hidx = 0;
-  char m[16];
-  size_t mlen = strlen(method);
-  if (mlen == 0 || mlen >= sizeof m || mlen != lua_rawlen(L, midx)) return ok_fail(L, "config", "invalid HTTP method");
-  if (strlen(path) != lua_rawlen(L, pidx)) return ok_fail(L, "config", "path contains a NUL byte");
-  for (size_t i = 0; i <= mlen; i++) m[i] = (char)toupper((unsigned char)method[i]);
-  for (size_t i = 0; i < mlen; i++)
-    if (m[i] < 'A' || m[i] > 'Z') return ok_fail(L, "config", "invalid HTTP method");
-  if (oidx && !lua_isnoneornil(L, oidx)) {
-    luaL_checktype(L, oidx, LUA_TTABLE);
-    lua_getfield(L, oidx, "query"); qidx = lua_gettop(L);
-    lua_getfield(L, oidx, "headers"); hidx = lua_gettop(L);
-    lua_getfield(L, oidx, "body"); bidx = lua_gettop(L);
-    if (!check_headers(L, hidx)) return 2;
-    if (lua_istable(L, bidx)) { /* a table body is JSON */
-      if (!ok_json_encode(L, bidx)) return 2;
-      lua_replace(L, bidx);
-    } else if (!lua_isnil(L, bidx) && lua_type(L, bidx) != LUA_TSTRING) {
-      return ok_fail(L, "config", "body must be a table (sent as JSON) or a string");
-    }
-  }
-  if (ok_client_url(L, c, path, qidx) != 1) return 2;
-  return ok_op_create(L, cidx, m, lua_tostring(L, -1), 0, bidx, hidx);
-}
-
-/* client:request(method, path [, {query=, body=, headers=}]) -> res | nil, err */
+/* client:request(method, path [, {query=, body=, headers=}]) -> res | nil, err; res.error
+ * says what a non-2xx answer meant. */
 static int client_request(lua_State *L) {
-  if (!open_client(L, 1)) return closed_fail(L);
-  if (make_operation(L, 1, 2, 3, 4) != 1) return 2;
-  drive(L, -1);
+  if (!open_client(L)) return 2;
+  lua_settop(L, 4);
+  if (!make_op(L, "operation")) return 2;
+  lua_pop(L, 1);
+  drive(L, 1);
   lua_getfield(L, -1, "error");
   if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
   lua_getfield(L, -2, "response");
   return 1;
 }
 
-/* client:operation(method, path [, opts]) or client:operation("token" [, force]): the core's
- * state machine for drivers that do their own I/O (see the README). */
-static int client_operation(lua_State *L) {
-  if (!open_client(L, 1)) return closed_fail(L);
-  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "token") == 0)
-    return ok_op_create(L, 1, NULL, NULL, lua_toboolean(L, 3), 0, 0);
-  return make_operation(L, 1, 2, 3, 4) == 1 ? 1 : 2;
-}
-
-/* Pushes the error object for a non-2xx response at ridx (method and url for the message). */
-static void push_http_error(lua_State *L, int ridx, const char *method, const char *url) {
-  long status;
-  const char *code = NULL, *summary = NULL, *www = NULL, *rid = NULL;
-  char *wcode = NULL, *wdesc = NULL;
-  int top = lua_gettop(L), bidx;
-  ridx = lua_absindex(L, ridx);
-  lua_getfield(L, ridx, "status");
-  status = (long)lua_tointeger(L, -1);
-  lua_getfield(L, ridx, "headers");
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "www-authenticate");
-    www = lua_tostring(L, -1);
-    lua_getfield(L, -2, "x-okta-request-id");
-    rid = lua_tostring(L, -1);
-  }
-  lua_getfield(L, ridx, "body");
-  bidx = lua_gettop(L);
-  if (lua_istable(L, bidx)) {
-    lua_getfield(L, bidx, "errorCode");
-    if (lua_type(L, -1) == LUA_TSTRING) code = lua_tostring(L, -1);
-    lua_getfield(L, bidx, "errorSummary");
-    if (lua_type(L, -1) == LUA_TSTRING) summary = lua_tostring(L, -1);
-    lua_getfield(L, bidx, "error");
-    if (!code && lua_type(L, -1) == LUA_TSTRING) code = lua_tostring(L, -1);
-    lua_getfield(L, bidx, "error_description");
-    if (!summary && lua_type(L, -1) == LUA_TSTRING) summary = lua_tostring(L, -1);
-  }
-  if (www) {
-    wcode = ok_www_auth_param(www, strlen(www), "error");
-    wdesc = ok_www_auth_param(www, strlen(www), "error_description");
-    lua_pushstring(L, wcode ? wcode : "");
-    lua_pushstring(L, wdesc ? wdesc : "");
-    free(wcode);
-    free(wdesc);
-    if (*lua_tostring(L, -2)) code = lua_tostring(L, -2);
-    if (*lua_tostring(L, -1) && (!summary || lua_rawlen(L, -2))) summary = lua_tostring(L, -1);
-    if (!*lua_tostring(L, -2)) www = NULL; /* a challenge without error says nothing more */
-  }
-  ok_error_push(L, www ? "oauth" : "http", "%s %s: HTTP %ld%s%s%s%s", method, url, status,
-                code ? " " : "", code ? code : "", summary ? ": " : "", summary ? summary : "");
-  ok_error_setint(L, "status", status);
-  ok_error_setstr(L, "code", code);
-  ok_error_setstr(L, "summary", summary);
-  ok_error_setstr(L, "request_id", rid);
-  if (lua_istable(L, bidx)) {
-    lua_getfield(L, bidx, "errorCauses");
-    if (lua_istable(L, -1)) { /* errorCauses: [{errorSummary=...}] -> list of strings */
-      int n = (int)lua_rawlen(L, -1), causes = lua_gettop(L), list;
-      lua_createtable(L, n, 0);
-      list = lua_gettop(L);
-      for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, causes, i);
-        if (lua_istable(L, -1)) lua_getfield(L, -1, "errorSummary"); else lua_pushvalue(L, -1);
-        lua_rawseti(L, list, i);
-        lua_pop(L, 1);
-      }
-      lua_setfield(L, causes - 1, "causes");
-    }
-    lua_pop(L, 1);
-  }
-  if (status == 429) {
-    lua_getfield(L, ridx, "headers");
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "x-rate-limit-reset");
-      lua_getfield(L, -2, "date");
-      if (lua_isstring(L, -2)) {
-        double d = lua_isstring(L, -1) ? ok_http_date(lua_tostring(L, -1)) : -1;
-        double wait = atof(lua_tostring(L, -2)) - (d > 0 ? d : ok_now());
-        lua_pushinteger(L, wait > 0 && wait < 86400 ? (lua_Integer)ceil(wait) : wait > 0 ? 86400 : 0);
-        lua_setfield(L, -5, "retry_after");
-      }
-      lua_pop(L, 2);
-    }
-    lua_pop(L, 1);
-  }
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
-}
-
-/* What get/post/put/patch/delete answer for the response at ridx: body (true when empty), res
- * on 2xx; else nil, err, res. Returns the number of values pushed. */
-static int push_call_result(lua_State *L, int ridx, const char *method, const char *path) {
-  long status;
-  lua_getfield(L, ridx, "status");
-  status = (long)lua_tointeger(L, -1);
-  if (status < 200 || status > 299) {
-    lua_pushnil(L);
-    push_http_error(L, ridx, method, path);
-    lua_pushvalue(L, ridx);
-    return 3;
-  }
-  lua_getfield(L, ridx, "json_error");
-  if (!lua_isnil(L, -1)) {
-    ok_fail(L, "json", "%s %s: HTTP %ld but %s", method, path, status, lua_tostring(L, -1));
-    ok_error_setint(L, "status", status);
-    lua_pushvalue(L, ridx);
-    return 3;
-  }
-  lua_getfield(L, ridx, "body");
-  if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 0)) lua_pushboolean(L, 1);
-  lua_pushvalue(L, ridx);
-  return 2;
-}
-
-/* The shared tail of get/post/put/patch/delete. */
+/* The shared tail of get/post/put/patch/delete: (path, body or query [, query]). */
 static int call(lua_State *L, const char *method, int with_body) {
-  int oidx;
-  if (!open_client(L, 1)) return closed_fail(L);
+  int n;
+  if (!open_client(L)) return 2;
   luaL_checkstring(L, 2);
-  lua_settop(L, 3);
-  lua_pushstring(L, method); /* 4 */
-  lua_createtable(L, 0, 1);  /* 5: opts */
-  oidx = 5;
-  if (lua_toboolean(L, 3)) { lua_pushvalue(L, 3); lua_setfield(L, oidx, with_body ? "body" : "query"); }
-  if (make_operation(L, 1, 4, 2, oidx) != 1) return 2;
-  drive(L, -1);
-  lua_getfield(L, -1, "error");
-  if (!lua_isnil(L, -1)) { lua_pushnil(L); lua_insert(L, -2); return 2; }
-  lua_getfield(L, -2, "response");
-  return push_call_result(L, lua_gettop(L), method, lua_tostring(L, 2));
+  lua_settop(L, 4);
+  lua_createtable(L, 0, 2); /* 5: the request options */
+  if (with_body) { lua_pushvalue(L, 3); lua_setfield(L, 5, "body"); lua_pushvalue(L, 4); lua_setfield(L, 5, "query"); }
+  else { lua_pushvalue(L, 3); lua_setfield(L, 5, "query"); }
+  lua_pushcfunction(L, client_request);
+  lua_pushvalue(L, 1);
+  lua_pushstring(L, method);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 5);
+  lua_call(L, 4, 2);
+  if (lua_isnil(L, -2)) return 2;
+  lua_pop(L, 1);
+  n = ok_result_call(L, lua_gettop(L));
+  return n;
 }
 
 static int client_get(lua_State *L) { return call(L, "GET", 0); }
@@ -291,9 +320,10 @@ static int client_post(lua_State *L) { return call(L, "POST", 1); }
 static int client_put(lua_State *L) { return call(L, "PUT", 1); }
 static int client_patch(lua_State *L) { return call(L, "PATCH", 1); }
 
-/* The paginate iterator: upvalues client, next URL (or false), page, index. */
-static int paginate_next(lua_State *L) {
-  for (int pages = 0; pages < 1000000; pages++) {
+/* The pages iterator: upvalues client, operation, page (or false), index. Raises the error,
+ * whose err.next says where to resume. */
+static int pages_next(lua_State *L) {
+  for (;;) {
     lua_Integer i = lua_tointeger(L, lua_upvalueindex(4));
     if (lua_istable(L, lua_upvalueindex(3)) && i < (lua_Integer)lua_rawlen(L, lua_upvalueindex(3))) {
       lua_pushinteger(L, i + 1);
@@ -301,320 +331,343 @@ static int paginate_next(lua_State *L) {
       lua_rawgeti(L, lua_upvalueindex(3), (int)(i + 1));
       return 1;
     }
-    if (!lua_isstring(L, lua_upvalueindex(2))) return 0;
+    if (!lua_toboolean(L, lua_upvalueindex(2))) return 0;
     lua_settop(L, 0);
+    lua_pushboolean(L, 0); /* the page is done with: memory stays flat */
+    lua_replace(L, lua_upvalueindex(3));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, lua_upvalueindex(2));
-    lua_pushboolean(L, 0); /* the next link carries its own query */
-    {
-      int r = call(L, "GET", 0);
-      if (lua_isnil(L, -r)) { lua_pushvalue(L, -r + 1); lua_error(L); }
-    }
-    if (!lua_istable(L, -2)) { ok_error_push(L, "json", "paginate: the response is not a JSON array"); lua_error(L); }
-    lua_getfield(L, -1, "next");
-    if (lua_isstring(L, -1)) { /* only the org's own origin: never send the token elsewhere */
-      ok_client *c = ok_client_check(L, lua_upvalueindex(1));
-      if (ok_client_url(L, c, lua_tostring(L, -1), 0) != 1) {
-        lua_getfield(L, -1, "message");
-        ok_error_push(L, "config", "paginate: next link refused: %s", lua_tostring(L, -1));
-        lua_error(L);
-      }
-      lua_pop(L, 1);
-    } else {
-      lua_pop(L, 1);
+    drive(L, 1);
+    lua_getfield(L, -1, "action");
+    if (strcmp(lua_tostring(L, -1), "items") != 0) {
       lua_pushboolean(L, 0);
+      lua_replace(L, lua_upvalueindex(2)); /* ended: later calls answer nothing */
+      lua_getfield(L, -2, "error");
+      if (!lua_isnil(L, -1)) return lua_error(L);
+      return 0;
     }
-    lua_replace(L, lua_upvalueindex(2));
-    lua_pop(L, 1);
+    lua_getfield(L, -2, "items");
     lua_replace(L, lua_upvalueindex(3));
     lua_pushinteger(L, 0);
     lua_replace(L, lua_upvalueindex(4));
   }
-  return 0;
 }
 
-/* for item in client:paginate(path [, query]) do ... end -- raises the error object */
-static int client_paginate(lua_State *L) {
-  ok_client *c = open_client(L, 1);
-  const char *path = luaL_checkstring(L, 2);
-  if (!c) { closed_fail(L); return lua_error(L); }
-  if (strlen(path) != lua_rawlen(L, 2)) { ok_fail(L, "config", "path contains a NUL byte"); return lua_error(L); }
-  if (ok_client_url(L, c, path, lua_isnoneornil(L, 3) ? 0 : 3) != 1) return lua_error(L);
+/* Makes the iterator over the pages operation made by session method `method`. */
+static int iterate(lua_State *L, const char *method) {
+  if (!open_client(L)) return lua_error(L);
+  if (!make_op(L, method)) { lua_remove(L, -2); return lua_error(L); }
+  lua_pop(L, 1);
   lua_pushvalue(L, 1);
   lua_insert(L, -2);
-  lua_pushnil(L);
+  lua_pushboolean(L, 0);
   lua_pushinteger(L, 0);
-  lua_pushcclosure(L, paginate_next, 4);
+  lua_pushcclosure(L, pages_next, 4);
   return 1;
 }
 
-/* client:close(): frees the connection and wipes the token; safe to call twice. */
+/* for item in client:paginate(path [, query [, {from=, max_pages=}]]) do ... end */
+static int client_paginate(lua_State *L) {
+  lua_settop(L, 4);
+  return iterate(L, "pages");
+}
+
+/* for event in client:poll(path [, {since=, interval=, max_items=, duration=, from=}]) do ... end */
+static int client_poll(lua_State *L) {
+  lua_settop(L, 3);
+  return iterate(L, "poll");
+}
+
+/* client:close(): frees the connections and wipes the token; safe to call twice. */
 static int client_close(lua_State *L) {
-  ok_client *c = ok_client_check(L, 1);
-  if (!c->closed) {
-    ok_curl_free(&c->net);
-    ok_client_clear_token(c);
-    c->closed = 1;
-  }
+  ok_client *c = client_check(L, 1);
+  if (c->closed) return 0;
+  ok_engine_free(&c->engine);
+  c->closed = 1;
+  client_field(L, 1, "session");
+  lua_getfield(L, -1, "close");
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
   return 0;
 }
 
-/* client:token_state() -> {token=, token_type=, expires_at=, scope=, as_nonce=, rs_nonce=}:
- * what another process needs to reuse this token (nginx workers share it through a shared
- * dict). It holds the token: keep it in memory, never log it. */
-static int client_token_state(lua_State *L) {
-  ok_client *c = open_client(L, 1);
-  if (!c) return closed_fail(L);
-  lua_createtable(L, 0, 6);
-  if (c->token) {
-    lua_pushstring(L, c->token); lua_setfield(L, -2, "token");
-    lua_pushstring(L, c->token_type); lua_setfield(L, -2, "token_type");
-    lua_pushnumber(L, c->expires_at); lua_setfield(L, -2, "expires_at");
-    lua_pushstring(L, c->token_scope); lua_setfield(L, -2, "scope");
-  }
-  if (c->as_nonce) { lua_pushstring(L, c->as_nonce); lua_setfield(L, -2, "as_nonce"); }
-  if (c->rs_nonce) { lua_pushstring(L, c->rs_nonce); lua_setfield(L, -2, "rs_nonce"); }
-  return 1;
-}
-
-/* client:set_token_state(state): adopts what token_state() gave elsewhere; a token that is
- * expired (or of the wrong type for this client) is ignored. -> true when a token was taken */
-static int client_set_token_state(lua_State *L) {
-  ok_client *c = open_client(L, 1);
-  const char *tok, *type;
-  double exp;
-  int taken = 0;
-  if (!c) return closed_fail(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_getfield(L, 2, "as_nonce");
-  if (lua_type(L, -1) == LUA_TSTRING) ok_client_set_nonce(c, 1, lua_tostring(L, -1));
-  lua_getfield(L, 2, "rs_nonce");
-  if (lua_type(L, -1) == LUA_TSTRING) ok_client_set_nonce(c, 0, lua_tostring(L, -1));
-  lua_getfield(L, 2, "token");
-  lua_getfield(L, 2, "token_type");
-  lua_getfield(L, 2, "expires_at");
-  lua_getfield(L, 2, "scope");
-  tok = lua_type(L, -4) == LUA_TSTRING ? lua_tostring(L, -4) : NULL;
-  type = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : "";
-  exp = lua_tonumber(L, -2);
-  if (ok_client_token_check(c, tok, type) == OK_TOKEN_OK && exp > ok_now()) {
-    ok_client_set_token(c, tok, type, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : c->scopes, exp);
-    taken = c->token != NULL;
-  }
-  lua_pushboolean(L, taken);
-  return 1;
-}
-
-/* oktadpop.http_error(res, method, path) -> the error object for a non-2xx response, as
- * client:get() builds it (for drivers written in Lua). */
-static int http_error(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  push_http_error(L, 1, luaL_checkstring(L, 2), luaL_checkstring(L, 3));
-  return 1;
-}
-
-/* oktadpop.call_result(res, method, path) -> what client:get() answers for res: body, res on
- * 2xx, else nil, err, res (for drivers written in Lua). */
-static int call_result(lua_State *L) {
-  const char *method = luaL_checkstring(L, 2), *path = luaL_checkstring(L, 3);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  return push_call_result(L, 1, method, path);
+static int client_gc(lua_State *L) {
+  ok_client *c = client_check(L, 1);
+  ok_engine_free(&c->engine);
+  c->closed = 1;
+  return 0;
 }
 
 static int client_tostring(lua_State *L) {
-  ok_client *c = ok_client_check(L, 1);
-  char tok[64] = "none";
-  if (c->closed) { lua_pushliteral(L, "oktadpop.client (closed)"); return 1; }
-  if (c->token) {
-    double left = c->expires_at - ok_now();
-    if (left > 0) snprintf(tok, sizeof tok, "%s, expires in %.0f s", c->token_type, left);
-    else snprintf(tok, sizeof tok, "expired");
-  }
-  if (c->dpop)
-    lua_pushfstring(L, "oktadpop.client: org=%s, client_id=%s, scopes=\"%s\", dpop=on (%s key, jkt=%s), token: %s",
-                    c->org_origin, c->client_id, c->scopes, ok_alg_name(c->dpop_key->alg), c->dpop_key->thumbprint, tok);
-  else
-    lua_pushfstring(L, "oktadpop.client: org=%s, client_id=%s, scopes=\"%s\", dpop=off, token: %s",
-                    c->org_origin, c->client_id, c->scopes, tok);
+  client_check(L, 1);
+  client_field(L, 1, "session");
+  lua_pushstring(L, luaL_tolstring(L, -1, NULL));
   return 1;
 }
 
-/* client.org_url, client.client_id, client.scopes, client.dpop_key, client.stats, methods */
+/* Methods first, then the session's fields (org_url, client_id, scopes, stats, ...). */
 static int client_index(lua_State *L) {
-  ok_client *c = ok_client_check(L, 1);
-  const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "org_url") == 0) lua_pushstring(L, c->org_origin);
-  else if (strcmp(k, "client_id") == 0) lua_pushstring(L, c->client_id);
-  else if (strcmp(k, "scopes") == 0) lua_pushstring(L, c->scopes);
-  else if (strcmp(k, "token_url") == 0) lua_pushstring(L, c->token_url);
-  else if (strcmp(k, "dpop_key") == 0 || strcmp(k, "private_key") == 0) {
-    lua_getuservalue(L, 1);
-    lua_getfield(L, -1, k);
-  } else if (strcmp(k, "stats") == 0) {
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, (lua_Integer)c->token_requests); lua_setfield(L, -2, "token_requests");
-    lua_pushinteger(L, (lua_Integer)c->api_requests); lua_setfield(L, -2, "api_requests");
-    lua_pushnumber(L, c->clock_offset); lua_setfield(L, -2, "clock_offset");
-  } else lua_getfield(L, lua_upvalueindex(1), k);
+  lua_getfield(L, lua_upvalueindex(1), luaL_checkstring(L, 2));
+  if (!lua_isnil(L, -1)) return 1;
+  client_field(L, 1, "session");
+  lua_getfield(L, -1, lua_tostring(L, 2));
+  if (lua_isfunction(L, -1)) lua_pushnil(L); /* the session's own methods are the driver's */
   return 1;
 }
 
-/* ---- from_env ---- */
-
-typedef struct env_ctx { lua_State *L; int tidx; } env_ctx;
-
-static void env_set(void *ud, const char *k, size_t kn, const char *v, size_t vn) {
-  env_ctx *e = ud;
-  lua_pushlstring(e->L, k, kn);
-  lua_pushlstring(e->L, v, vn);
-  lua_rawset(e->L, e->tidx);
+/* Pushes a client for the caller's config at cfgidx, or nil, err. */
+static int client_create(lua_State *L, int cfg) {
+  static const char *const driver_options[] = {"store", NULL};
+  ok_client *c;
+  int uv;
+  cfg = lua_absindex(L, cfg);
+  lua_getfield(L, cfg, "store");
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isuserdata(L, -1))
+    return ok_fail(L, "config", "store must be a table or object with get, set, add, incr and delete");
+  lua_pop(L, 1);
+  if (ok_setup_session(L, cfg, driver_options) != 2 || lua_isnil(L, -2)) return 2;
+  c = lua_newuserdata(L, sizeof *c);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, OK_CLIENT_MT);
+  lua_createtable(L, 0, 3);
+  uv = lua_gettop(L);
+  lua_pushvalue(L, -4); lua_setfield(L, uv, "session");
+  lua_getfield(L, cfg, "debug");
+  if (!lua_isfunction(L, -1)) { lua_pop(L, 1); lua_pushboolean(L, ok_setup_debug(L, cfg)); }
+  lua_setfield(L, uv, "debug");
+  lua_getfield(L, cfg, "store");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_getfield(L, lua_upvalueindex(1), "memory_store"); lua_call(L, 0, 1); }
+  lua_setfield(L, uv, "store");
+  lua_setuservalue(L, -2);
+  lua_pushvalue(L, -2); /* the warnings go to the debug log */
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "log");
+  write_log(L, lua_gettop(L) - 1);
+  lua_pop(L, 1);
+  return 1;
 }
 
-/* Value of the first of the names set in the environment (which wins) or the .env table. */
-static const char *env_get(lua_State *L, int tidx, const char *const *names) {
-  for (int i = 0; names[i]; i++) {
-    const char *v = getenv(names[i]);
-    if (v && *v) return v;
-    lua_getfield(L, tidx, names[i]);
-    v = lua_tostring(L, -1);
-    lua_pop(L, 1); /* the .env table keeps it alive */
-    if (v && *v) return v;
-  }
-  return NULL;
-}
-
-/* oktadpop.from_env([dotenv_path]): the seed's .env names, and the Okta SDKs' names. */
-static int client_from_env(lua_State *L) {
-  static const char *const org[] = {"OKTA_ORG_URL", "OKTA_CLIENT_ORGURL", NULL};
-  static const char *const cid[] = {"OKTA_CLIENT_ID", "OKTA_CLIENT_CLIENTID", NULL};
-  static const char *const scopes[] = {"OKTA_SCOPES", "OKTA_CLIENT_SCOPES", NULL};
-  static const char *const key[] = {"OKTA_CC_PRIVATE_KEY_FILE", "OKTA_CLIENT_PRIVATEKEY", NULL};
-  static const char *const kid[] = {"OKTA_CLIENT_KEYID", NULL};
-  static const char *const dpop_key[] = {"OKTA_DPOP_PRIVATE_KEY_FILE", NULL};
-  static const char *const ca[] = {"OKTADPOP_CA_FILE", NULL};
-  const char *path = luaL_optstring(L, 1, NULL), *v;
-  int tidx, cfg;
-  lua_newtable(L);
-  tidx = lua_gettop(L);
-  if (path || access(".env", R_OK) == 0) {
-    const char *file = path ? path : ".env", *err;
-    char *buf;
-    size_t got;
-    int r;
-    env_ctx ctx = {L, tidx};
-    /* the parser's scratch space follows the text in the same GC'd block */
-    if ((err = ok_read_small_file(L, file, OK_ENV_FILE_MAX, 2, &buf, &got)))
-      return ok_fail(L, "config", "%s: %s", file, err == OK_FILE_CANNOT_OPEN ? strerror(errno)
-                     : "not a regular file under 1 MiB");
-    r = ok_dotenv_parse(buf, got, buf + got + 1, env_set, &ctx);
-    OPENSSL_cleanse(buf, 2 * got + 2);
-    if (r < 0) return ok_fail(L, "config", "%s: line %d is not KEY=value", file, -r);
-  }
-  lua_newtable(L);
-  cfg = lua_gettop(L);
-  if (!(v = env_get(L, tidx, org))) return ok_fail(L, "config", "OKTA_ORG_URL (or OKTA_CLIENT_ORGURL) is not set");
-  lua_pushstring(L, v); lua_setfield(L, cfg, "org_url");
-  if (!(v = env_get(L, tidx, cid))) return ok_fail(L, "config", "OKTA_CLIENT_ID (or OKTA_CLIENT_CLIENTID) is not set");
-  lua_pushstring(L, v); lua_setfield(L, cfg, "client_id");
-  if (!(v = env_get(L, tidx, scopes))) return ok_fail(L, "config", "OKTA_SCOPES (or OKTA_CLIENT_SCOPES) is not set");
-  lua_pushstring(L, v); lua_setfield(L, cfg, "scopes");
-  if (!(v = env_get(L, tidx, key)))
-    return ok_fail(L, "config", "OKTA_CC_PRIVATE_KEY_FILE (or OKTA_CLIENT_PRIVATEKEY) is not set");
-  if (strstr(v, "-----BEGIN") && strstr(v, "\\n")) { /* a PEM squeezed onto one line */
-    luaL_gsub(L, v, "\\n", "\n");
-  } else {
-    lua_pushstring(L, v);
-  }
-  lua_setfield(L, cfg, "private_key");
-  if ((v = env_get(L, tidx, kid))) { lua_pushstring(L, v); lua_setfield(L, cfg, "kid"); }
-  if ((v = env_get(L, tidx, dpop_key))) { lua_pushstring(L, v); lua_setfield(L, cfg, "dpop_key"); }
-  if ((v = env_get(L, tidx, ca))) { lua_pushstring(L, v); lua_setfield(L, cfg, "ca_file"); }
-  return ok_client_create(L, cfg) == 1 ? 1 : 2;
-}
-
+/* oktadpop.new(config) -> client | nil, err */
 static int client_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  return ok_client_create(L, 1) == 1 ? 1 : 2;
+  return client_create(L, 1) == 1 ? 1 : 2;
 }
 
-/* oktadpop.pretty(value) -> string: sorted keys, two-space indent, JSON null shown as null. */
-static const char pretty_lua[] =
-    "local null = ...\n"
-    "local function key_order(a, b)\n"
-    "  local ta, tb = type(a), type(b)\n"
-    "  if ta ~= tb then return ta < tb end\n"
-    "  return a < b\n"
-    "end\n"
-    "local function render(v, indent, seen, out)\n"
-    "  local t = type(v)\n"
-    "  if v == null then out[#out + 1] = 'null'\n"
-    "  elseif t == 'string' then out[#out + 1] = string.format('%q', v)\n"
-    "  elseif t ~= 'table' then out[#out + 1] = tostring(v)\n"
-    "  elseif seen[v] then out[#out + 1] = '<cycle>'\n"
-    "  elseif getmetatable(v) and getmetatable(v).__tostring then out[#out + 1] = tostring(v)\n"
-    "  else\n"
-    "    seen[v] = true\n"
-    "    local keys, n = {}, #v\n"
-    "    for k in pairs(v) do\n"
-    "      if not (type(k) == 'number' and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end\n"
-    "    end\n"
-    "    table.sort(keys, key_order)\n"
-    "    if n == 0 and #keys == 0 then out[#out + 1] = '{}' seen[v] = nil return end\n"
-    "    local inner = indent .. '  '\n"
-    "    out[#out + 1] = '{\\n'\n"
-    "    for i = 1, n do\n"
-    "      out[#out + 1] = inner\n"
-    "      render(v[i], inner, seen, out)\n"
-    "      out[#out + 1] = ',\\n'\n"
-    "    end\n"
-    "    for _, k in ipairs(keys) do\n"
-    "      local name = type(k) == 'string' and k:match('^[%a_][%w_]*$') and k or '[' .. string.format('%q', k) .. ']'\n"
-    "      out[#out + 1] = inner .. name .. ' = '\n"
-    "      render(v[k], inner, seen, out)\n"
-    "      out[#out + 1] = ',\\n'\n"
-    "    end\n"
-    "    out[#out + 1] = indent .. '}'\n"
-    "    seen[v] = nil\n"
-    "  end\n"
-    "end\n"
-    "return function(v)\n"
-    "  local out = {}\n"
-    "  render(v, '', {}, out)\n"
-    "  return table.concat(out)\n"
-    "end\n";
+/* oktadpop.from_env([dotenv_path]) -> client | nil, err */
+static int client_from_env(lua_State *L) {
+  const char *path = luaL_optstring(L, 1, NULL);
+  if (ok_setup_env(L, path) != 1) return 2;
+  return client_create(L, -1) == 1 ? 1 : 2;
+}
+
+/* ---- batch: many requests at once ---- */
+
+/* Batch body locals: 6 requests, 7 opts, 8 results, 9 failed, 10 per-task inputs. */
+enum { B_REQUESTS = 6, B_OPTS, B_RESULTS, B_FAILED, B_META };
+
+/* Pushes the next input (nil at the end): the list's next element, or the iterator's next. */
+static void next_input(lua_State *L, int *index) {
+  if (lua_istable(L, B_REQUESTS)) {
+    lua_rawgeti(L, B_REQUESTS, *index + 1);
+  } else {
+    lua_pushvalue(L, B_REQUESTS);
+    lua_call(L, 0, 1);
+  }
+  if (!lua_isnil(L, -1)) (*index)++;
+}
+
+/* Pushes the request spec of the input on top: opts.request(input), or the input; a string
+ * is a path to GET. */
+static void spec_of(lua_State *L) {
+  lua_getfield(L, B_OPTS, "request");
+  if (lua_isfunction(L, -1)) { lua_pushvalue(L, -2); lua_call(L, 1, 1); }
+  else { lua_pop(L, 1); lua_pushvalue(L, -1); }
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_createtable(L, 0, 2);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "path");
+  }
+}
+
+/* Pushes an operation for the spec on top, or nil, err. */
+static void op_of(lua_State *L, run *r) {
+  int spec = lua_gettop(L);
+  if (!lua_istable(L, spec)) { ok_fail(L, "config", "a batch request must be a table {method=, path=, ...} or a path"); return; }
+  lua_getfield(L, r->sidx, "operation");
+  lua_pushvalue(L, r->sidx);
+  lua_getfield(L, spec, "method");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "GET"); }
+  lua_getfield(L, spec, "path");
+  if (lua_type(L, -1) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING) {
+    lua_settop(L, spec);
+    ok_fail(L, "config", "a batch request needs path (a string) and method (a string, default GET)");
+    return;
+  }
+  lua_createtable(L, 0, 3);
+  lua_getfield(L, spec, "query"); lua_setfield(L, -2, "query");
+  lua_getfield(L, spec, "body"); lua_setfield(L, -2, "body");
+  lua_getfield(L, spec, "headers"); lua_setfield(L, -2, "headers");
+  lua_call(L, 4, 2);
+}
+
+/* Records a result {index=, input=, request=, ok=, body=, res=, error=}: to on_result or the
+ * results list, and to failed when it failed. The answer (body, res or nil, err [, res]) is
+ * above base; meta holds the input and the request. */
+static void record(lua_State *L, int base, int meta) {
+  int n = lua_gettop(L) - base, ok = n >= 1 && !lua_isnil(L, base + 1), index;
+  lua_getfield(L, meta, "index");
+  index = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, index); lua_setfield(L, -2, "index");
+  lua_getfield(L, meta, "input"); lua_setfield(L, -2, "input");
+  lua_getfield(L, meta, "request"); lua_setfield(L, -2, "request");
+  lua_pushboolean(L, ok); lua_setfield(L, -2, "ok");
+  if (ok) {
+    lua_pushvalue(L, base + 1); lua_setfield(L, -2, "body");
+    if (n >= 2) { lua_pushvalue(L, base + 2); lua_setfield(L, -2, "res"); }
+  } else {
+    lua_pushvalue(L, base + 2); lua_setfield(L, -2, "error");
+    if (n >= 3) { lua_pushvalue(L, base + 3); lua_setfield(L, -2, "res"); }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, B_FAILED, (int)lua_rawlen(L, B_FAILED) + 1);
+  }
+  lua_getfield(L, B_OPTS, "on_result");
+  if (lua_isfunction(L, -1)) { lua_pushvalue(L, -2); lua_call(L, 1, 0); }
+  else { lua_pop(L, 1); lua_pushvalue(L, -1); lua_rawseti(L, B_RESULTS, index); }
+  lua_settop(L, base);
+}
+
+/* Task k ended: its answer recorded, the task freed. */
+static void finish(run *r, int k) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L), base;
+  lua_rawgeti(L, B_META, k);
+  lua_rawgeti(L, r->ridx, -k);
+  base = lua_gettop(L);
+  lua_getfield(L, base, "error");
+  if (!lua_isnil(L, -1)) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+  } else {
+    lua_pop(L, 1);
+    lua_getfield(L, base, "response");
+    ok_result_call(L, base + 1);
+    lua_remove(L, base + 1);
+  }
+  record(L, base, top + 1);
+  lua_settop(L, top);
+  lua_pushnil(L); lua_rawseti(L, r->ridx, k);
+  lua_pushnil(L); lua_rawseti(L, r->ridx, -k);
+  lua_pushnil(L); lua_rawseti(L, B_META, k);
+  r->t[k - 1].state = T_FREE;
+}
+
+/* Starts the next input on free task k; returns 0 when the inputs are exhausted. */
+static int start_next(run *r, int k, int *count) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L), meta;
+  next_input(L, count);
+  if (lua_isnil(L, -1)) { lua_settop(L, top); return 0; }
+  lua_createtable(L, 0, 3);
+  meta = lua_gettop(L);
+  lua_pushinteger(L, *count); lua_setfield(L, meta, "index");
+  lua_pushvalue(L, top + 1); lua_setfield(L, meta, "input");
+  lua_pushvalue(L, top + 1);
+  spec_of(L);
+  lua_pushvalue(L, -1); lua_setfield(L, meta, "request");
+  op_of(L, r);
+  if (lua_isnil(L, -2)) { /* a request that cannot be made is this input's error */
+    int base = lua_gettop(L) - 2;
+    record(L, base, meta);
+  } else {
+    lua_pop(L, 1);
+    run_put(r, k);
+    lua_pushvalue(L, meta);
+    lua_rawseti(L, B_META, k);
+    advance(r, k);
+    if (r->t[k - 1].state == T_FINAL) finish(r, k);
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+static int batch_body(lua_State *L) {
+  run *r = body_run(L);
+  int count = 0, more = 1;
+  lua_settop(L, B_FAILED);
+  lua_newtable(L); /* B_META */
+  for (;;) {
+    int busy = 0;
+    for (int k = 1; k <= r->n && more; k++)
+      while (more && r->t[k - 1].state == T_FREE) more = start_next(r, k, &count);
+    for (int k = 1; k <= r->n; k++) busy |= r->t[k - 1].state != T_FREE;
+    if (!busy && !more) return 0;
+    if (!busy) continue;
+    pump(r);
+    for (int k = 1; k <= r->n; k++)
+      if (r->t[k - 1].state == T_FINAL) finish(r, k);
+  }
+}
+
+/* client:batch(requests [, {concurrency=, request=fn(input), on_result=fn(result)}])
+ *   -> results, failed
+ * requests: a list, or an iterator function; each input is a request {method=, path=, query=,
+ * body=, headers=} (or a path to GET), or what opts.request makes of it. Every request goes
+ * through the core like a single call, at most `concurrency` (default max_concurrency) at
+ * once; results[i] = {index=, input=, request=, ok=, body=, res=, error=}; failed lists the
+ * results that failed, to retry just those. */
+static int client_batch(lua_State *L) {
+  double conc, max;
+  run *r;
+  if (!open_client(L)) return 2;
+  lua_settop(L, 3);
+  if (!lua_istable(L, 2) && !lua_isfunction(L, 2)) return luaL_argerror(L, 2, "a list of requests or an iterator function");
+  if (lua_isnil(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
+  luaL_checktype(L, 3, LUA_TTABLE);
+  client_field(L, 1, "session");
+  lua_getfield(L, -1, "max_concurrency");
+  max = lua_tonumber(L, -1);
+  lua_pop(L, 2);
+  if (!ok_opt_number(L, 3, "concurrency", max, 1, max, &conc)) return 2;
+  r = run_new(L, 1, (int)conc);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, -4);
+  lua_pushvalue(L, -4);
+  protected(L, r, batch_body, 4); /* answers nothing: the two tables are on top again */
+  return 2;
+}
 
 void ok_client_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"token", client_token},   {"request", client_request}, {"get", client_get},
-      {"post", client_post},     {"put", client_put},         {"patch", client_patch},
-      {"delete", client_delete}, {"paginate", client_paginate}, {"close", client_close},
-      {"operation", client_operation}, {"token_state", client_token_state},
-      {"set_token_state", client_set_token_state}, {NULL, NULL}};
-  ok_core_open(L);
-  luaL_getmetatable(L, OK_CLIENT_MT);
-  lua_pushcfunction(L, client_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "oktadpop.client");
-  lua_setfield(L, -2, "__name");
+      {"token", client_token},   {"request", client_request},   {"get", client_get},
+      {"post", client_post},     {"put", client_put},           {"patch", client_patch},
+      {"delete", client_delete}, {"paginate", client_paginate}, {"poll", client_poll},
+      {"batch", client_batch},   {"close", client_close},       {NULL, NULL}};
+  int core = lua_gettop(L) - 1; /* called with the module table, then the core table, on top */
+  if (luaL_newmetatable(L, OK_CLIENT_MT)) {
+    lua_pushcfunction(L, client_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, client_tostring);
+    lua_setfield(L, -2, "__tostring");
 #if LUA_VERSION_NUM >= 504
-  lua_pushcfunction(L, client_close);
-  lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, client_close);
+    lua_setfield(L, -2, "__close");
 #endif
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, client_index, 1);
-  lua_setfield(L, -2, "__index");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, client_index, 1);
+    lua_setfield(L, -2, "__index");
+  }
   lua_pop(L, 1);
-  lua_pushcfunction(L, client_new);
-  lua_setfield(L, -2, "new");
-  lua_pushcfunction(L, client_from_env);
-  lua_setfield(L, -2, "from_env");
-  lua_pushcfunction(L, http_error);
-  lua_setfield(L, -2, "http_error");
-  lua_pushcfunction(L, call_result);
-  lua_setfield(L, -2, "call_result");
-  if (luaL_loadbuffer(L, pretty_lua, sizeof pretty_lua - 1, "=oktadpop.pretty") != 0) lua_error(L);
-  ok_json_push_null(L);
-  lua_call(L, 1, 1);
-  lua_setfield(L, -2, "pretty");
+  lua_pushvalue(L, core + 1);
+  lua_pushcclosure(L, client_new, 1);
+  lua_setfield(L, core, "new");
+  lua_pushvalue(L, core + 1);
+  lua_pushcclosure(L, client_from_env, 1);
+  lua_setfield(L, core, "from_env");
 }

@@ -2,7 +2,7 @@
 #include "compat.h"
 
 #if LUA_VERSION_NUM < 503
-#include <lua5.1/compat-5.3.c>
+#include <compat-5.3.c>
 #else
 typedef int oktadpop_compat_unused; /* ISO C wants a non-empty translation unit */
 #endif

@@ -1,4 +1,5 @@
-/* compat.h: one Lua C API for every build: Lua 5.4 as is, LuaJIT/5.1 through lua-compat53. */
+/* compat.h: one Lua C API for every build: Lua 5.4 as is, LuaJIT/5.1 through lua-compat53
+ * (compat-5.3.h is found on the include path; the Makefile adds Debian's folder). */
 #ifndef OKTADPOP_COMPAT_H
 #define OKTADPOP_COMPAT_H
 
@@ -8,7 +9,7 @@
 #if LUA_VERSION_NUM < 503
 /* Prefixed symbols, compiled once in compat.c, so nothing clashes with the host's copies. */
 #define COMPAT53_PREFIX oktadpop_compat53
-#include <lua5.1/compat-5.3.h>
+#include <compat-5.3.h>
 #endif
 
 #endif

@@ -2,7 +2,7 @@
  * single quotes (literal), double quotes (escapes, may span lines, e.g. a PEM). Pure C. */
 #include <ctype.h>
 #include <string.h>
-#include "oktadpop.h"
+#include "pure.h"
 
 int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, void *ud) {
   const char *p = buf, *end = buf + n;

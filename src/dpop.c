@@ -1,8 +1,11 @@
 /* dpop.c: DPoP proofs (RFC 9449 section 4.2), their verification (section 4.3), ath, the
  * htu normalisation Okta applies, and private_key_jwt client assertions (RFC 7523). */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <openssl/rand.h>
 #include "oktadpop.h"
 
 #define OK_DEFAULT_MAX_AGE 60
@@ -29,6 +32,19 @@ void ok_ath_of(const char *token, size_t n, char out[44]) {
   unsigned char md[32];
   ok_sha256(token, n, md);
   out[ok_b64url_encode(md, sizeof md, out)] = '\0';
+}
+
+/* oktadpop.random([bytes=24]) -> base64url of that many random bytes (16 to 64): nonces,
+ * state, anything that must not be guessed. */
+int ok_random(lua_State *L) {
+  unsigned char buf[64];
+  char out[90];
+  lua_Integer n = luaL_optinteger(L, 1, 24);
+  luaL_argcheck(L, n >= 16 && n <= 64, 1, "16 to 64 bytes");
+  if (RAND_bytes(buf, (int)n) != 1) return ok_fail_ssl(L, "crypto", "RAND_bytes failed");
+  lua_pushlstring(L, out, ok_b64url_encode(buf, (size_t)n, out));
+  OPENSSL_cleanse(buf, sizeof buf);
+  return 1;
 }
 
 /* oktadpop.ath(access_token): base64url(SHA-256(token)). */
@@ -126,44 +142,28 @@ static int valid_method(const char *m) {
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *ath, long long iat) {
   int top = lua_gettop(L);
+  if (!key->pkey) return ok_fail(L, "key", "the DPoP key has been freed");
   return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, ath, iat, NULL));
-}
-
-static const char *opt_str(lua_State *L, int t, const char *name, size_t *len) {
-  const char *s = NULL;
-  lua_getfield(L, t, name); /* left on the stack to keep it alive */
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "opts.%s must be a string", name);
-    s = lua_tolstring(L, -1, len);
-  }
-  return s;
-}
-
-static long long opt_time(lua_State *L, int t, const char *name, long long dflt) {
-  long long v = dflt;
-  lua_getfield(L, t, name);
-  if (!lua_isnil(L, -1)) v = (long long)luaL_checknumber(L, -1);
-  lua_pop(L, 1);
-  return v;
 }
 
 /* oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=}) */
 int ok_dpop_proof(lua_State *L) {
+  static const char *const names[] = {"htm", "htu", "nonce", "access_token", "ath", "iat", "jti", NULL};
   ok_key *k = ok_key_check(L, 1);
   size_t htulen, toklen = 0;
   const char *htm, *htu, *nonce, *token, *ath, *jti;
   char athbuf[44];
+  double iat;
   luaL_checktype(L, 2, LUA_TTABLE);
-  htm = opt_str(L, 2, "htm", NULL);
-  htu = opt_str(L, 2, "htu", &htulen);
-  nonce = opt_str(L, 2, "nonce", NULL);
-  token = opt_str(L, 2, "access_token", &toklen);
-  ath = opt_str(L, 2, "ath", NULL);
-  jti = opt_str(L, 2, "jti", NULL);
+  if (!ok_opts_known(L, 2, "dpop_proof", names) || !ok_opt_string(L, 2, "htm", &htm, NULL) ||
+      !ok_opt_string(L, 2, "htu", &htu, &htulen) || !ok_opt_string(L, 2, "nonce", &nonce, NULL) ||
+      !ok_opt_string(L, 2, "access_token", &token, &toklen) || !ok_opt_string(L, 2, "ath", &ath, NULL) ||
+      !ok_opt_string(L, 2, "jti", &jti, NULL) || !ok_opt_number(L, 2, "iat", (double)time(NULL), 0, OK_MAX_TIME, &iat))
+    return 2;
   if (!htm || !valid_method(htm)) return ok_fail(L, "config", "dpop_proof needs htm, an upper-case HTTP method");
   if (!htu) return ok_fail(L, "config", "dpop_proof needs htu, the request URL");
   if (token && !ath) { ok_ath_of(token, toklen, athbuf); ath = athbuf; }
-  return dpop_build(L, k, htm, htu, htulen, nonce, ath, opt_time(L, 2, "iat", (long long)time(NULL)), jti);
+  return dpop_build(L, k, htm, htu, htulen, nonce, ath, (long long)iat, jti);
 }
 
 int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char *aud,
@@ -173,6 +173,7 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   size_t hlen, plen;
   const char *h, *p;
   int top = lua_gettop(L);
+  if (!k->pkey) return ok_fail(L, "key", "the key has been freed");
   if (!ok_new_jti(jti)) return ok_fail(L, "crypto", "RAND_bytes failed");
   jti[22] = '\0';
   luaL_buffinit(L, &b); /* header */
@@ -206,129 +207,150 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
 
 /* oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}]) */
 int ok_client_assertion(lua_State *L) {
+  static const char *const names[] = {"lifetime", "iat", NULL};
   ok_key *k = ok_key_check(L, 1);
   const char *cid = luaL_checkstring(L, 2), *aud = luaL_checkstring(L, 3);
-  long long lifetime = 300, iat = (long long)time(NULL);
+  double lifetime = 300, iat = (double)time(NULL);
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
-    lifetime = opt_time(L, 4, "lifetime", lifetime);
-    iat = opt_time(L, 4, "iat", iat);
+    if (!ok_opts_known(L, 4, "client_assertion", names) ||
+        !ok_opt_number(L, 4, "lifetime", lifetime, 1, 3600, &lifetime) ||
+        !ok_opt_number(L, 4, "iat", iat, 0, OK_MAX_TIME, &iat))
+      return 2;
   }
-  if (lifetime <= 0 || lifetime > 3600) return ok_fail(L, "config", "assertion lifetime must be 1 to 3600 seconds");
   if (!*cid) return ok_fail(L, "config", "client_id is empty");
-  return ok_assertion_make(L, k, cid, aud, iat, lifetime);
+  return ok_assertion_make(L, k, cid, aud, (long long)iat, (long long)lifetime);
 }
 
 /* ---- verification (RFC 9449 section 4.3) ---- */
 
+static const char bad_proof[] = "invalid_dpop_proof";
+
 static int proof_fail(lua_State *L, const char *check, const char *code, const char *msg) {
-  ok_fail(L, "crypto", "DPoP proof rejected: %s", msg);
-  ok_error_setstr(L, "check", check);
-  ok_error_setstr(L, "code", code);
-  return 2;
+  lua_pushfstring(L, "DPoP proof rejected: %s", msg);
+  return ok_jws_fail(L, check, code, lua_tostring(L, -1));
 }
 
-static int field_is(lua_State *L, int t, const char *name, const char *want) {
-  int ok;
-  lua_getfield(L, t, name);
-  ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
+typedef struct proof_opts {
+  const char *htm, *htu, *token, *jkt, *nonce;
+  size_t htm_len, htu_len, token_len, nonce_len;
+  double now, max_age, leeway;
+} proof_opts;
+
+static int read_proof_opts(lua_State *L, proof_opts *o) {
+  static const char *const names[] = {"htm", "htu", "access_token", "jkt", "nonce", "max_age", "leeway", "now", NULL};
+  lua_getfield(L, 2, "jti_seen");
+  if (!lua_isnil(L, -1))
+    return ok_fail(L, "config", "verify_dpop_proof no longer takes jti_seen: check claims.jti against your "
+                   "replay store after it returns (the guard does), so that the store may yield"), 0;
   lua_pop(L, 1);
-  return ok;
+  memset(o, 0, sizeof *o);
+  if (!ok_opts_known(L, 2, "verify_dpop_proof", names) || !ok_opt_string(L, 2, "htm", &o->htm, &o->htm_len) ||
+      !ok_opt_string(L, 2, "htu", &o->htu, &o->htu_len) || !ok_opt_string(L, 2, "access_token", &o->token, &o->token_len) ||
+      !ok_opt_string(L, 2, "jkt", &o->jkt, NULL) || !ok_opt_string(L, 2, "nonce", &o->nonce, &o->nonce_len) ||
+      !ok_opt_number(L, 2, "now", (double)time(NULL), 0, OK_MAX_TIME, &o->now) ||
+      !ok_opt_number(L, 2, "max_age", OK_DEFAULT_MAX_AGE, 1, 86400, &o->max_age) ||
+      !ok_opt_number(L, 2, "leeway", OK_DEFAULT_LEEWAY, 0, 3600, &o->leeway))
+    return 0;
+  if (!o->htm || !o->htu) return ok_fail(L, "config", "verify_dpop_proof needs opts.htm and opts.htu"), 0;
+  return 1;
 }
 
-/* oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
- * leeway=, jti_seen=fn, now=}) -> claims, header, jkt | nil, err (err.check names the check) */
-int ok_dpop_verify(lua_State *L) {
+/* The header's typ, alg and jwk (a single public key); loads the key, pushed. */
+static int proof_key(lua_State *L, int hidx) {
   static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "k", "oth", NULL};
-  static const char *const bad = "invalid_dpop_proof";
-  size_t plen, toklen = 0, hlen;
-  const char *proof = luaL_checklstring(L, 1, &plen), *htm, *htu, *token, *jkt, *nonce;
-  long long now, max_age, leeway;
-  double iat;
-  int hidx, cidx, kidx, alg, optidx;
-  ok_key *key;
-
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checkstack(L, 48, "verify_dpop_proof"); /* every check leaves its values until the end */
-  htm = opt_str(L, 2, "htm", NULL);
-  htu = opt_str(L, 2, "htu", &hlen);
-  token = opt_str(L, 2, "access_token", &toklen);
-  jkt = opt_str(L, 2, "jkt", NULL);
-  nonce = opt_str(L, 2, "nonce", NULL);
-  now = opt_time(L, 2, "now", (long long)time(NULL));
-  max_age = opt_time(L, 2, "max_age", OK_DEFAULT_MAX_AGE);
-  leeway = opt_time(L, 2, "leeway", OK_DEFAULT_LEEWAY);
-  if (!htm || !htu) return luaL_error(L, "verify_dpop_proof needs opts.htm and opts.htu");
-
-  if (ok_jws_decode(L, proof, plen) != 2 || lua_isnil(L, -2)) {
-    lua_getfield(L, -1, "message");
-    return proof_fail(L, "format", bad, lua_tostring(L, -1));
-  }
-  hidx = lua_gettop(L) - 1;
-  cidx = hidx + 1;
-  if (!field_is(L, hidx, "typ", "dpop+jwt")) return proof_fail(L, "typ", bad, "typ is not dpop+jwt");
+  int alg;
+  if (!ok_jws_typ_is(L, hidx, "dpop+jwt")) return proof_fail(L, "typ", bad_proof, "typ is not dpop+jwt");
   lua_getfield(L, hidx, "alg");
-  alg = lua_type(L, -1) == LUA_TSTRING ? ok_alg_from_name(lua_tostring(L, -1)) : -1;
+  alg = lua_type(L, -1) == LUA_TSTRING && strlen(lua_tostring(L, -1)) == lua_rawlen(L, -1) ? ok_alg_from_name(lua_tostring(L, -1)) : -1;
   lua_pop(L, 1);
-  if (alg < 0) return proof_fail(L, "alg", bad, "alg is not one of RS256/384/512, ES256/384/512");
+  if (alg < 0) return proof_fail(L, "alg", bad_proof, "alg is not one of RS256/384/512, ES256/384/512");
   lua_getfield(L, hidx, "jwk");
-  if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad, "header has no jwk");
+  if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad_proof, "header has no jwk");
   lua_getfield(L, -1, "keys"); /* load_key would take a one-key JWKS, private members unchecked */
-  if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad, "jwk is a JWK Set, not a single key");
+  if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk is a JWK Set, not a single key");
   lua_pop(L, 1);
   for (int i = 0; private_members[i]; i++) {
     lua_getfield(L, -1, private_members[i]);
-    if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad, "jwk carries private key members");
+    if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk carries private key members");
     lua_pop(L, 1);
   }
   lua_createtable(L, 0, 1);
   lua_pushstring(L, ok_alg_name(alg));
   lua_setfield(L, -2, "alg");
-  optidx = lua_gettop(L);
-  if (ok_key_load(L, optidx - 1, optidx) != 1) {
+  if (ok_key_load(L, -2, -1) != 1) {
     lua_getfield(L, -1, "message");
-    return proof_fail(L, "jwk", bad, lua_tostring(L, -1));
+    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1));
   }
-  kidx = lua_gettop(L);
-  key = ok_key_check(L, kidx);
-  if (ok_jws_verify_at(L, 1, key, 0, bad)) return 2;
-  lua_pop(L, 2); /* the header and claims pushed again by the verifier */
+  return 1;
+}
 
-  if (!field_is(L, cidx, "htm", htm)) return proof_fail(L, "htm", bad, "htm does not match the request method");
-  if (push_htu(L, htu, hlen) != 1) return 2;
+/* htm, htu, iat and jti of the claims at cidx. */
+static int proof_request_claims(lua_State *L, int cidx, const proof_opts *o) {
+  double iat;
+  if (!ok_jws_field_is(L, cidx, "htm", o->htm, o->htm_len)) return proof_fail(L, "htm", bad_proof, "htm does not match the request method");
+  if (push_htu(L, o->htu, o->htu_len) != 1) return 2;
   lua_getfield(L, cidx, "htu");
-  if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad, "htu is missing");
+  if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad_proof, "htu is missing");
   {
     size_t n;
     const char *claimed = lua_tolstring(L, -1, &n);
     if (push_htu(L, claimed, n) != 1 || !lua_rawequal(L, -1, -3))
-      return proof_fail(L, "htu", bad, "htu does not match the request URL");
+      return proof_fail(L, "htu", bad_proof, "htu does not match the request URL");
   }
   lua_getfield(L, cidx, "iat");
-  if (lua_type(L, -1) != LUA_TNUMBER) return proof_fail(L, "iat", bad, "iat is missing");
   iat = lua_tonumber(L, -1);
-  if (iat > (double)(now + leeway)) return proof_fail(L, "iat", bad, "iat is in the future");
-  if (iat < (double)(now - max_age - leeway)) return proof_fail(L, "iat", bad, "proof is too old (iat)");
+  if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(iat)) return proof_fail(L, "iat", bad_proof, "iat is missing or not a finite number");
+  if (iat > o->now + o->leeway) return proof_fail(L, "iat", bad_proof, "iat is in the future");
+  if (iat < o->now - o->max_age - o->leeway) return proof_fail(L, "iat", bad_proof, "proof is too old (iat)");
   lua_getfield(L, cidx, "jti");
-  if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) < 16)
-    return proof_fail(L, "jti", bad, "jti is missing or shorter than 16 characters");
-  if (nonce && !field_is(L, cidx, "nonce", nonce))
+  if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) < 16 || lua_rawlen(L, -1) > 256)
+    return proof_fail(L, "jti", bad_proof, "jti is missing, or not 16 to 256 characters");
+  return 0;
+}
+
+/* nonce, ath and the key's thumbprint against cnf.jkt. */
+static int proof_binding(lua_State *L, int cidx, const proof_opts *o, const ok_key *key) {
+  if (o->nonce && !ok_jws_field_is(L, cidx, "nonce", o->nonce, o->nonce_len))
     return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one");
-  if (token) {
+  if (o->token) {
     char ath[44];
-    ok_ath_of(token, toklen, ath);
-    if (!field_is(L, cidx, "ath", ath)) return proof_fail(L, "ath", bad, "ath does not match the access token");
+    ok_ath_of(o->token, o->token_len, ath);
+    if (!ok_jws_field_is(L, cidx, "ath", ath, strlen(ath))) return proof_fail(L, "ath", bad_proof, "ath does not match the access token");
   }
-  if (jkt && strcmp(jkt, key->thumbprint) != 0)
-    return proof_fail(L, "jkt", bad, "proof key does not match the token's cnf.jkt");
-  lua_getfield(L, 2, "jti_seen"); /* last, so only signed proofs reach the replay store */
-  if (!lua_isnil(L, -1)) {
-    lua_getfield(L, cidx, "jti");
-    lua_pushnumber(L, iat);
-    if (lua_pcall(L, 2, 1, 0) != 0)
-      return ok_fail(L, "config", "jti_seen callback failed: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
-    if (lua_toboolean(L, -1)) return proof_fail(L, "jti", bad, "jti has been used before (replay)");
+  if (o->jkt && strcmp(o->jkt, key->thumbprint) != 0)
+    return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt");
+  return 0;
+}
+
+/* oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
+ * leeway=, now=}) -> claims, header, jkt | nil, err (err.check names the check). The replay
+ * check is the caller's: claims.jti, kept until claims.iat + max_age + leeway. */
+int ok_dpop_verify(lua_State *L) {
+  size_t plen;
+  const char *proof = luaL_checklstring(L, 1, &plen);
+  proof_opts o;
+  ok_verify v;
+  ok_key *key;
+  int hidx, cidx;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkstack(L, 48, "verify_dpop_proof"); /* every check leaves its values until the end */
+  if (!read_proof_opts(L, &o)) return 2;
+  if (ok_jws_decode(L, proof, plen) != 2 || lua_isnil(L, -2)) {
+    lua_getfield(L, -1, "message");
+    return proof_fail(L, "format", bad_proof, lua_tostring(L, -1));
   }
+  hidx = lua_gettop(L) - 1;
+  cidx = hidx + 1;
+  if (proof_key(L, hidx) != 1) return 2;
+  key = ok_key_check(L, -1);
+  memset(&v, 0, sizeof v);
+  v.now = o.now; /* a proof carries no exp or nbf of its own, but if it does, they hold */
+  v.leeway = o.leeway;
+  v.code = bad_proof;
+  if (ok_jws_verify_at(L, 1, key, &v)) return 2;
+  lua_pop(L, 2); /* the header and claims pushed again by the verifier */
+  if (proof_request_claims(L, cidx, &o) || proof_binding(L, cidx, &o, key)) return 2;
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, hidx);
   lua_pushstring(L, key->thumbprint);

@@ -1,7 +1,9 @@
-/* errors.c: error objects, tables {kind=, message=, status=, code=, summary=, causes=,
- * request_id=, retry_after=} with a __tostring; OpenSSL's error queue turned into messages. */
+/* errors.c: error objects: tables {kind=, message=, ...} (see the README for every field) with a
+ * __tostring that never shows more than the message and the request id; OpenSSL's error queue
+ * turned into messages. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <openssl/err.h>
 #include "oktadpop.h"
 
@@ -54,41 +56,30 @@ void ok_error_setint(lua_State *L, const char *name, lua_Integer value) {
   lua_setfield(L, -2, name);
 }
 
-/* "oktadpop http error: Not found (status 404, E0000007, request abc)" */
+/* "oktadpop http error: GET https://org/api/v1/users/x: HTTP 404 E0000007: Not found ...
+ * (request abc)": the message says status and code already; only what it lacks is added. */
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
-  int first = 1;
-  static const char *const extras[] = {"status", "code", "request_id", "retry_after", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_buffinit(L, &b);
   lua_getfield(L, 1, "kind");
-  lua_pushfstring(L, "oktadpop %s error: ", lua_isstring(L, -1) ? lua_tostring(L, -1) : "unknown");
-  lua_remove(L, -2);
-  luaL_addvalue(&b);
   lua_getfield(L, 1, "message");
-  if (lua_isstring(L, -1)) luaL_addvalue(&b); else lua_pop(L, 1);
-  for (int i = 0; extras[i]; i++) {
-    int present;
-    lua_getfield(L, 1, extras[i]);
-    present = lua_isstring(L, -1);
-    lua_pop(L, 1); /* nothing may sit on the buffer while we add to it */
-    if (!present) continue;
-    luaL_addstring(&b, first ? " (" : ", ");
-    if (i != 1) { luaL_addstring(&b, extras[i]); luaL_addchar(&b, ' '); }
-    lua_getfield(L, 1, extras[i]);
-    luaL_addvalue(&b);
-    first = 0;
+  lua_getfield(L, 1, "request_id");
+  lua_getfield(L, 1, "retry_after");
+  lua_getfield(L, 1, "code");
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "oktadpop ");
+  luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "unknown");
+  luaL_addstring(&b, " error: ");
+  luaL_addstring(&b, lua_isstring(L, 3) ? lua_tostring(L, 3) : "");
+  if (lua_isstring(L, 6) && !(lua_isstring(L, 3) && strstr(lua_tostring(L, 3), lua_tostring(L, 6)))) {
+    luaL_addstring(&b, " (");
+    luaL_addstring(&b, lua_tostring(L, 6));
+    luaL_addchar(&b, ')');
   }
-  if (!first) luaL_addchar(&b, ')');
+  if (lua_isstring(L, 4)) { luaL_addstring(&b, " (request "); luaL_addstring(&b, lua_tostring(L, 4)); luaL_addchar(&b, ')'); }
+  if (lua_isstring(L, 5)) { luaL_addstring(&b, " (retry after "); luaL_addstring(&b, lua_tostring(L, 5)); luaL_addstring(&b, " s)"); }
   luaL_pushresult(&b);
   return 1;
-}
-
-/* oktadpop.error(kind, message): lets Lua drivers raise errors of the same shape. */
-static int error_new(lua_State *L) {
-  const char *kind = luaL_checkstring(L, 1);
-  const char *msg = luaL_checkstring(L, 2);
-  return ok_error_push(L, kind, "%s", msg);
 }
 
 void ok_errors_open(lua_State *L) {
@@ -99,8 +90,6 @@ void ok_errors_open(lua_State *L) {
     lua_setfield(L, -2, "__name");
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, error_new);
-  lua_setfield(L, -2, "error");
 }
 
 int ok_keep(lua_State *L, int base, int n) {

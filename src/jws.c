@@ -2,7 +2,9 @@
  * R||S, RFC 7518 section 3.4), verification against the key's own alg, decoding, and
  * sign_jwt / decode_jwt / verify_jwt. */
 #include <pthread.h>
+#include <math.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -183,11 +185,13 @@ int ok_jws_decode(lua_State *L, const char *jwt, size_t len) {
   return 2;
 }
 
-/* oktadpop.decode_jwt(jwt) -> header, claims: no verification, for inspection. */
+/* oktadpop.decode_jwt(jwt) -> claims, header: no verification, for inspection. */
 int ok_jws_decode_jwt(lua_State *L) {
   size_t len;
   const char *jwt = luaL_checklstring(L, 1, &len);
-  return ok_jws_decode(L, jwt, len);
+  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+  lua_insert(L, -2);
+  return 2;
 }
 
 /* Pushes the protected header's base64url for a header table at idx (after encoding). */
@@ -233,26 +237,43 @@ int ok_jws_sign_jwt(lua_State *L) {
   return ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2;
 }
 
-/* Reads a numeric claim; 1 when present and a number, 0 when absent, -1 when not a number. */
+/* Reads a numeric claim: 1 when present and a finite number, 0 when absent, -1 otherwise (a
+ * string, or 1e309, which JSON decodes to infinity and would never expire). */
 static int claim_number(lua_State *L, int tidx, const char *name, double *out) {
   int t;
   lua_getfield(L, tidx, name);
   t = lua_type(L, -1);
   if (t == LUA_TNUMBER) *out = lua_tonumber(L, -1);
   lua_pop(L, 1);
-  return t == LUA_TNUMBER ? 1 : t == LUA_TNIL ? 0 : -1;
+  if (t == LUA_TNIL) return 0;
+  return t == LUA_TNUMBER && isfinite(*out) ? 1 : -1;
+}
+
+/* The string at idx equals want, byte for byte: an embedded NUL does not end the comparison. */
+static int same_string(lua_State *L, int idx, const char *want, size_t wlen) {
+  size_t n;
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
+  return s && n == wlen && memcmp(s, want, n) == 0;
+}
+
+int ok_jws_field_is(lua_State *L, int tidx, const char *name, const char *want, size_t wlen) {
+  int ok;
+  lua_getfield(L, tidx, name);
+  ok = same_string(L, -1, want, wlen);
+  lua_pop(L, 1);
+  return ok;
 }
 
 /* True when claim `name` equals want, or (aud) is an array containing it. */
-static int claim_matches(lua_State *L, int tidx, const char *name, const char *want) {
+static int claim_matches(lua_State *L, int tidx, const char *name, const char *want, size_t wlen) {
   int ok = 0;
   lua_getfield(L, tidx, name);
-  if (lua_type(L, -1) == LUA_TSTRING) ok = strcmp(lua_tostring(L, -1), want) == 0;
+  if (lua_type(L, -1) == LUA_TSTRING) ok = same_string(L, -1, want, wlen);
   else if (lua_istable(L, -1)) {
     int n = (int)lua_rawlen(L, -1);
     for (int i = 1; i <= n && !ok; i++) {
       lua_rawgeti(L, -1, i);
-      ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
+      ok = same_string(L, -1, want, wlen);
       lua_pop(L, 1);
     }
   }
@@ -260,71 +281,96 @@ static int claim_matches(lua_State *L, int tidx, const char *name, const char *w
   return ok;
 }
 
-/* Fails with a verification error naming the check. */
-static int verify_fail(lua_State *L, const char *check, const char *code, const char *msg) {
-  ok_fail(L, "crypto", "%s", msg);
+int ok_jws_typ_is(lua_State *L, int hidx, const char *want) {
+  size_t n, w = strlen(want);
+  const char *typ;
+  int ok;
+  lua_getfield(L, hidx, "typ");
+  typ = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  /* media types compare without case; "application/" may be left out (RFC 7515 section 4.1.9) */
+  if (typ && n > 12 && strncasecmp(typ, "application/", 12) == 0) typ += 12, n -= 12;
+  ok = typ && n == w && strncasecmp(typ, want, n) == 0;
+  lua_pop(L, 1);
+  return ok;
+}
+
+int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg) {
+  ok_fail(L, "verify", "%s", msg);
   ok_error_setstr(L, "check", check);
   ok_error_setstr(L, "code", code);
   return 2;
 }
 
-/* Verifies jwt (at idx) against key; on success leaves header, claims pushed and returns 0;
- * else pushes nil, err and returns 2. opts at optidx (0: none): now, leeway, issuer,
- * audience, typ. Used by verify_jwt and verify_dpop_proof. */
-int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char *code) {
-  size_t len, slen;
-  const char *jwt = luaL_checklstring(L, idx, &len), *dot2;
-  unsigned char sig[OK_SIG_MAX + 4]; /* ok_b64url_room(ok_b64url_len(OK_SIG_MAX)) is 513 */
-  long siglen;
-  double now = (double)time(NULL), leeway = 0, exp, nbf;
-  int hidx, cidx, r;
+/* The protected header may not ask for what we do not implement: any crit (RFC 7515 section
+ * 4.1.11: unknown critical extensions must be refused) and an unencoded payload (RFC 7797). */
+static const char *header_refused(lua_State *L, int hidx) {
+  const char *why = NULL;
+  lua_getfield(L, hidx, "crit");
+  if (!lua_isnil(L, -1)) why = "JWT header has crit: no critical extension is supported";
+  lua_getfield(L, hidx, "b64");
+  if (!why && !lua_isnil(L, -1) && !(lua_isboolean(L, -1) && lua_toboolean(L, -1)))
+    why = "JWT header has b64: unencoded payloads are not supported";
+  lua_pop(L, 2);
+  return why;
+}
 
-  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
-  hidx = lua_gettop(L) - 1;
-  cidx = hidx + 1;
-  if (optidx) {
-    lua_getfield(L, optidx, "now");
-    if (lua_isnumber(L, -1)) now = lua_tonumber(L, -1);
-    lua_getfield(L, optidx, "leeway");
-    if (lua_isnumber(L, -1)) leeway = lua_tonumber(L, -1);
-    lua_pop(L, 2);
-  }
-  lua_getfield(L, hidx, "alg");
-  r = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), ok_alg_name(key->alg)) == 0;
-  lua_pop(L, 1);
-  if (!r) return verify_fail(L, "alg", code, "JWT alg does not match the key's alg");
-  dot2 = strrchr(jwt, '.');
-  slen = len - (size_t)(dot2 + 1 - jwt);
+/* Checks signature, exp and nbf of the decoded JWT (header at hidx, claims hidx + 1). */
+static int check_signed(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v) {
+  unsigned char sig[OK_SIG_MAX + 4]; /* ok_b64url_room(ok_b64url_len(OK_SIG_MAX)) is 513 */
+  const char *dot2 = strrchr(jwt, '.'), *why;
+  size_t slen = len - (size_t)(dot2 + 1 - jwt);
+  long siglen;
+  double exp, nbf;
+  int r, cidx = hidx + 1;
+  if ((why = header_refused(L, hidx))) return ok_jws_fail(L, "header", v->code, why);
+  if (!ok_jws_field_is(L, hidx, "alg", ok_alg_name(key->alg), strlen(ok_alg_name(key->alg))))
+    return ok_jws_fail(L, "alg", v->code, "JWT alg does not match the key's alg");
   if (slen > ok_b64url_len(OK_SIG_MAX) || (siglen = ok_b64url_decode(dot2 + 1, slen, sig)) <= 0 ||
       !ok_jws_verify_raw(key, key->alg, jwt, (size_t)(dot2 - jwt), sig, (size_t)siglen))
-    return verify_fail(L, "signature", code, "JWT signature is not valid for this key");
-  if ((r = claim_number(L, cidx, "exp", &exp)) < 0 || (r && now > exp + leeway))
-    return verify_fail(L, "exp", code, r < 0 ? "JWT exp is not a number" : "JWT has expired");
-  if ((r = claim_number(L, cidx, "nbf", &nbf)) < 0 || (r && now + leeway < nbf))
-    return verify_fail(L, "nbf", code, r < 0 ? "JWT nbf is not a number" : "JWT is not valid yet (nbf)");
-  if (optidx) {
-    static const char *const checks[][2] = {{"issuer", "iss"}, {"audience", "aud"}, {"subject", "sub"}};
-    for (int i = 0; i < 3; i++) {
-      lua_getfield(L, optidx, checks[i][0]);
-      if (lua_type(L, -1) == LUA_TSTRING && !claim_matches(L, cidx, checks[i][1], lua_tostring(L, -1))) {
-        lua_pop(L, 1);
-        lua_pushfstring(L, "JWT %s does not match", checks[i][1]);
-        return verify_fail(L, checks[i][1], code, lua_tostring(L, -1));
-      }
-      lua_pop(L, 1);
-    }
-    lua_getfield(L, optidx, "typ");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      const char *want = lua_tostring(L, -1);
-      lua_getfield(L, hidx, "typ");
-      r = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), want) == 0;
-      lua_pop(L, 2);
-      if (!r) return verify_fail(L, "typ", code, "JWT typ does not match");
-    } else {
-      lua_pop(L, 1);
-    }
-  }
+    return ok_jws_fail(L, "signature", v->code, "JWT signature is not valid for this key");
+  if ((r = claim_number(L, cidx, "exp", &exp)) < 0 || (r && v->now > exp + v->leeway))
+    return ok_jws_fail(L, "exp", v->code, r < 0 ? "JWT exp is not a finite number" : "JWT has expired");
+  if ((r = claim_number(L, cidx, "nbf", &nbf)) < 0 || (r && v->now + v->leeway < nbf))
+    return ok_jws_fail(L, "nbf", v->code, r < 0 ? "JWT nbf is not a finite number" : "JWT is not valid yet (nbf)");
   return 0;
+}
+
+/* Checks the optional issuer, audience, subject and typ the caller asked for. */
+static int check_expected(lua_State *L, int hidx, const ok_verify *v) {
+  const char *want[] = {v->issuer, v->audience, v->subject}, *claim[] = {"iss", "aud", "sub"};
+  const size_t wlen[] = {v->issuer_len, v->audience_len, v->subject_len};
+  for (int i = 0; i < 3; i++)
+    if (want[i] && !claim_matches(L, hidx + 1, claim[i], want[i], wlen[i])) {
+      lua_pushfstring(L, "JWT %s does not match", claim[i]);
+      return ok_jws_fail(L, claim[i], v->code, lua_tostring(L, -1));
+    }
+  if (v->typ && !ok_jws_typ_is(L, hidx, v->typ)) return ok_jws_fail(L, "typ", v->code, "JWT typ does not match");
+  return 0;
+}
+
+int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v) {
+  size_t len;
+  const char *jwt = lua_tolstring(L, idx, &len);
+  int hidx;
+  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+  hidx = lua_gettop(L) - 1;
+  if (check_signed(L, jwt, len, key, hidx, v) || check_expected(L, hidx, v)) return 2;
+  return 0;
+}
+
+int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v) {
+  static const char *const names[] = {"now", "leeway", "issuer", "audience", "subject", "typ", NULL};
+  memset(v, 0, sizeof *v);
+  v->code = "invalid_token";
+  v->now = (double)time(NULL);
+  if (!optidx) return 1;
+  return ok_opts_known(L, optidx, "verify_jwt", names) &&
+         ok_opt_number(L, optidx, "now", v->now, 0, OK_MAX_TIME, &v->now) &&
+         ok_opt_number(L, optidx, "leeway", 0, 0, 86400, &v->leeway) &&
+         ok_opt_string(L, optidx, "issuer", &v->issuer, &v->issuer_len) &&
+         ok_opt_string(L, optidx, "audience", &v->audience, &v->audience_len) &&
+         ok_opt_string(L, optidx, "subject", &v->subject, &v->subject_len) &&
+         ok_opt_string(L, optidx, "typ", &v->typ, NULL);
 }
 
 /* Loads the verification key for verify_jwt: any load_key source; a JWKS is searched by the
@@ -359,16 +405,19 @@ static int verify_key(lua_State *L, int jwtidx, int keyidx) {
   return ok_key_load(L, keyidx, 0);
 }
 
-/* oktadpop.verify_jwt(jwt, key_or_jwk [, opts]) -> claims, header | nil, err */
+/* oktadpop.verify_jwt(jwt, key_or_jwk [, {now=, leeway=, issuer=, audience=, subject=, typ=}])
+ *   -> claims, header | nil, err */
 int ok_jws_verify_jwt(lua_State *L) {
+  ok_verify v;
   ok_key *key;
   int optidx = lua_isnoneornil(L, 3) ? 0 : 3;
   luaL_checkstring(L, 1);
   luaL_checkany(L, 2);
   if (optidx) luaL_checktype(L, 3, LUA_TTABLE);
+  if (!ok_jws_verify_options(L, optidx, &v)) return 2;
   if (verify_key(L, 1, 2) != 1) return 2;
   key = ok_key_check(L, -1);
-  if (ok_jws_verify_at(L, 1, key, optidx, "invalid_token")) return 2;
+  if (ok_jws_verify_at(L, 1, key, &v)) return 2;
   lua_insert(L, -2); /* claims, header */
   return 2;
 }

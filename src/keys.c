@@ -144,6 +144,15 @@ static int pkey_ec_alg(EVP_PKEY *pkey, char *group, size_t gsz) {
   return -1;
 }
 
+/* An RSA e of 1 makes every "signature" verify without any private key: odd and >= 3 only. */
+static int rsa_exponent_ok(EVP_PKEY *pkey) {
+  BIGNUM *e = NULL;
+  int ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) && BN_is_odd(e) && BN_num_bits(e) >= 2;
+  BN_free(e);
+  ERR_clear_error();
+  return ok;
+}
+
 /* Appends the base64url of a BIGNUM param, left-padded to pad bytes (0: minimal). */
 static int add_bn_b64(luaL_Buffer *b, EVP_PKEY *pkey, const char *param, size_t pad) {
   BIGNUM *bn = NULL;
@@ -178,6 +187,7 @@ static const char *key_finish(lua_State *L, ok_key *k, const char *want_alg, con
       snprintf(msg, sizeof msg, "RSA key of %d bits is not supported: at most 4096 bits", bits);
       return msg;
     }
+    if (!rsa_exponent_ok(pkey)) return "RSA public exponent must be odd and at least 3 (e=1 signs nothing)";
     alg = OK_RS256;
   } else if (base == EVP_PKEY_EC) {
     alg = pkey_ec_alg(pkey, group, sizeof group);
@@ -425,15 +435,13 @@ static const char *jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *w
 
 /* Reads a key file into a userdata left on the stack (no leak if anything later throws). */
 static const char *file_read(lua_State *L, const char *path, const char **data, size_t *len) {
-  static char msg[160];
+  static char msg[600];
   char *buf;
   const char *err = ok_read_small_file(L, path, OK_KEY_FILE_MAX, 1, &buf, len);
-  if (err == OK_FILE_CANNOT_OPEN) {
-    snprintf(msg, sizeof msg, "cannot open key file: %s", strerror(errno));
-    return msg;
-  }
-  if (err == OK_FILE_NOT_REGULAR) return "key path is not a regular file";
-  if (err) return "key file is larger than 1 MiB: not a key";
+  if (err == OK_FILE_CANNOT_OPEN) snprintf(msg, sizeof msg, "cannot open key file %.500s: %s", path, strerror(errno));
+  else if (err == OK_FILE_NOT_REGULAR) snprintf(msg, sizeof msg, "key path %.500s is not a regular file", path);
+  else if (err) snprintf(msg, sizeof msg, "key file %.500s is larger than 1 MiB: not a key", path);
+  if (err) return msg;
   *data = buf;
   return NULL;
 }
@@ -456,70 +464,70 @@ int ok_key_file_mode(lua_State *L, int idx) {
   return (int)(st.st_mode & 07777);
 }
 
-static const char *opt_string(lua_State *L, int optidx, const char *name) {
-  if (!optidx) return NULL;
-  lua_getfield(L, optidx, name); /* left on the stack so the string stays alive */
-  if (lua_isnil(L, -1)) return NULL;
-  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "opts.%s must be a string", name);
-  return lua_tostring(L, -1);
+typedef struct load_opts { const char *pass, *alg, *kid; } load_opts;
+
+/* A key object again: itself, or a twin sharing its EVP_PKEY with another alg or kid. */
+static int load_twin(lua_State *L, int idx, const load_opts *o) {
+  ok_key *src = ok_key_check(L, idx), *k;
+  const char *err;
+  if (!o->alg && !o->kid) { lua_pushvalue(L, idx); return 1; }
+  k = key_new(L);
+  EVP_PKEY_up_ref(src->pkey);
+  k->pkey = src->pkey;
+  if ((err = key_finish(L, k, o->alg ? o->alg : ok_alg_name(src->alg), o->kid ? o->kid : src->kid)))
+    return ok_fail(L, "key", "%s", err);
+  return 1;
+}
+
+/* Decodes the string source at idx (PEM, JWK JSON, or a file path holding either) into k;
+ * returns NULL or why not. A file's bytes are wiped once decoded. */
+static const char *load_text(lua_State *L, int idx, ok_key *k, const load_opts *o, const char **jalg,
+                             const char **jkid, int *from_pem) {
+  size_t tlen;
+  const char *text = lua_tolstring(L, idx, &tlen), *kind = text_kind(text, tlen), *err;
+  int copy = 0;
+  if (!kind) { /* a path */
+    if (tlen > 4096 || memchr(text, '\n', tlen)) return "key source is neither PEM, JWK JSON nor a file path";
+    if ((err = file_read(L, text, &text, &tlen))) return err;
+    copy = 1;
+    if (!(kind = text_kind(text, tlen))) err = "key file holds neither PEM nor JWK JSON";
+  }
+  if (!kind) err = err ? err : "key source is neither PEM, JWK JSON nor a file path";
+  else if (kind[0] == 'p') { err = pem_decode(&k->pkey, text, tlen, o->pass); *from_pem = 1; }
+  else if (!ok_json_decode(L, text, tlen)) err = "corrupt JWK JSON";
+  else if (!lua_istable(L, -1)) err = "JWK JSON is not an object";
+  else err = jwk_load(L, -1, &k->pkey, o->kid, jalg, jkid);
+  if (copy) OPENSSL_cleanse((void *)text, tlen);
+  return err;
 }
 
 int ok_key_load(lua_State *L, int idx, int optidx) {
-  const char *pass, *want_alg, *want_kid, *err = NULL, *jalg = NULL, *jkid = NULL;
-  const char *text = NULL;
-  size_t tlen = 0;
+  static const char *const names[] = {"passphrase", "alg", "kid", NULL};
+  const char *err = NULL, *jalg = NULL, *jkid = NULL;
+  load_opts o = {NULL, NULL, NULL};
   ok_key *k;
   int kidx, from_pem = 0;
-
   idx = lua_absindex(L, idx);
   if (optidx && lua_isnoneornil(L, optidx)) optidx = 0;
-  if (optidx) { optidx = lua_absindex(L, optidx); luaL_checktype(L, optidx, LUA_TTABLE); }
-  pass = opt_string(L, optidx, "passphrase");
-  want_alg = opt_string(L, optidx, "alg");
-  want_kid = opt_string(L, optidx, "kid");
-
-  if (luaL_testudata(L, idx, OK_KEY_MT)) { /* a key object: itself, or a twin with new alg/kid */
-    ok_key *src = ok_key_check(L, idx);
-    if (!want_alg && !want_kid) { lua_pushvalue(L, idx); return 1; }
-    k = key_new(L);
-    kidx = lua_gettop(L);
-    EVP_PKEY_up_ref(src->pkey);
-    k->pkey = src->pkey;
-    err = key_finish(L, k, want_alg ? want_alg : ok_alg_name(src->alg), want_kid ? want_kid : src->kid);
-    if (err) return ok_fail(L, "key", "%s", err);
-    lua_pushvalue(L, kidx);
-    return 1;
+  if (optidx) {
+    optidx = lua_absindex(L, optidx);
+    luaL_checktype(L, optidx, LUA_TTABLE);
+    if (!ok_opts_known(L, optidx, "load_key", names) || !ok_opt_string(L, optidx, "passphrase", &o.pass, NULL) ||
+        !ok_opt_string(L, optidx, "alg", &o.alg, NULL) || !ok_opt_string(L, optidx, "kid", &o.kid, NULL))
+      return 2;
   }
+  if (luaL_testudata(L, idx, OK_KEY_MT)) return load_twin(L, idx, &o);
+  if (!lua_istable(L, idx) && lua_type(L, idx) != LUA_TSTRING)
+    return luaL_argerror(L, idx, "expected a key, a JWK table, a PEM or JWK string, or a file path");
   k = key_new(L);
   kidx = lua_gettop(L);
   if (lua_istable(L, idx)) {
     lua_pushvalue(L, idx);
-    err = jwk_load(L, -1, &k->pkey, want_kid, &jalg, &jkid);
-  } else if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *kind;
-    text = lua_tolstring(L, idx, &tlen);
-    kind = text_kind(text, tlen);
-    if (!kind) { /* a path */
-      if (tlen > 4096 || memchr(text, '\n', tlen)) return ok_fail(L, "key", "key source is neither PEM, JWK JSON nor a file path");
-      if ((err = file_read(L, text, &text, &tlen))) return ok_fail(L, "key", "%s", err);
-      kind = text_kind(text, tlen);
-      if (!kind) return ok_fail(L, "key", "key file holds neither PEM nor JWK JSON");
-    }
-    if (kind[0] == 'p') {
-      err = pem_decode(&k->pkey, text, tlen, pass);
-      from_pem = 1;
-    } else if (!ok_json_decode(L, text, tlen)) {
-      return ok_fail(L, "key", "corrupt JWK JSON");
-    } else if (!lua_istable(L, -1)) {
-      return ok_fail(L, "key", "JWK JSON is not an object");
-    } else {
-      err = jwk_load(L, -1, &k->pkey, want_kid, &jalg, &jkid);
-    }
-    if (lua_type(L, kidx + 1) == LUA_TUSERDATA) OPENSSL_cleanse((void *)text, tlen); /* file copy */
+    err = jwk_load(L, -1, &k->pkey, o.kid, &jalg, &jkid);
   } else {
-    return luaL_argerror(L, idx, "expected a key, a JWK table, a PEM or JWK string, or a file path");
+    err = load_text(L, idx, k, &o, &jalg, &jkid, &from_pem);
   }
-  if (!err) err = key_finish(L, k, want_alg ? want_alg : jalg, want_kid ? want_kid : jkid);
+  if (!err) err = key_finish(L, k, o.alg ? o.alg : jalg, o.kid ? o.kid : jkid);
   if (!err && from_pem && k->is_private && !pem_sign_check(k))
     err = "the private key's parts do not agree (its signatures fail with its own public key): corrupt key";
   if (err) return ok_fail(L, "key", "%s", err);
@@ -545,19 +553,19 @@ int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *ki
 
 /* oktadpop.generate_key([alg [, {bits=, kid=}]]): a new key in memory, never on disk. */
 int ok_key_generate(lua_State *L) {
-  const char *name = luaL_optstring(L, 1, "ES256");
-  int alg = ok_alg_from_name(name), bits = 2048;
-  const char *kid = NULL;
+  static const char *const names[] = {"bits", "kid", NULL};
+  const char *name = luaL_optstring(L, 1, "ES256"), *kid = NULL;
+  int alg = ok_alg_from_name(name);
+  double bits = 2048;
   if (alg < 0) return ok_fail(L, "config", "unsupported alg '%s': use RS256/384/512 or ES256/384/512", name);
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_getfield(L, 2, "bits");
-    if (!lua_isnil(L, -1)) bits = (int)luaL_checkinteger(L, -1);
-    kid = opt_string(L, 2, "kid");
+    if (!ok_opts_known(L, 2, "generate_key", names) || !ok_opt_number(L, 2, "bits", 2048, 2048, 4096, &bits) ||
+        !ok_opt_string(L, 2, "kid", &kid, NULL))
+      return 2;
   }
-  if (!ok_alg_is_ec(alg) && (bits < 2048 || bits > 4096))
-    return ok_fail(L, "config", "RSA key size %d is out of range: 2048 to 4096 bits", bits);
-  return ok_key_new_generated(L, alg, bits, kid);
+  if (bits != (int)bits) return ok_fail(L, "config", "bits must be a whole number from 2048 to 4096");
+  return ok_key_new_generated(L, alg, (int)bits, kid);
 }
 
 /* ---- methods ---- */

@@ -1,8 +1,9 @@
-/* oktadpop.c: the module entry: luaopen_oktadpop builds the function table. Safe to call
- * again (busted reloads modules): metatables are made once, global init runs once. */
-#include "oktadpop.h"
+/* oktadpop.c: the module entry: luaopen_oktadpop builds the module table: keys and JOSE, the
+ * client (oktadpop.new, from_env), pretty, and oktadpop.core for drivers. Safe to call again
+ * (busted reloads modules): metatables are made once, global init runs once. */
+#include "driver.h"
 
-int luaopen_oktadpop(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_oktadpop(lua_State *L);
 
 int luaopen_oktadpop(lua_State *L) {
   static const luaL_Reg funcs[] = {
@@ -14,6 +15,7 @@ int luaopen_oktadpop(lua_State *L) {
       {"client_assertion", ok_client_assertion},
       {"dpop_proof", ok_dpop_proof},
       {"ath", ok_dpop_ath},
+      {"random", ok_random},
       {"verify_dpop_proof", ok_dpop_verify},
       {"htu", ok_htu},
       {NULL, NULL}};
@@ -26,6 +28,11 @@ int luaopen_oktadpop(lua_State *L) {
   lua_setfield(L, -2, "null");
   ok_errors_open(L);
   ok_keys_open(L);
+  ok_pretty_open(L);
+  ok_core_open(L); /* the core table, for drivers */
+  ok_setup_open(L);
+  ok_store_open(L);
   ok_client_open(L);
+  lua_setfield(L, -2, "core");
   return 1;
 }

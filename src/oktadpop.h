@@ -1,18 +1,19 @@
-/* oktadpop.h: private declarations shared by the module's C files (not installed). */
+/* oktadpop.h: private declarations shared by the module's Lua-facing C files (not installed):
+ * errors, JSON, keys, JWS and DPoP. The pure helpers are in pure.h, the protocol core in
+ * core.h, the drivers in driver.h. */
 #ifndef OKTADPOP_H
 #define OKTADPOP_H
 
 #include <stddef.h>
 #include <openssl/evp.h>
 #include "compat.h"
+#include "pure.h"
 
 #define OKTADPOP_VERSION "0.1.0"
 
 /* Metatable and registry names (string keys: LuaJIT-safe). */
 #define OK_KEY_MT    "oktadpop.key"
 #define OK_ERROR_MT  "oktadpop.error"
-#define OK_CLIENT_MT "oktadpop.client"
-#define OK_OP_MT     "oktadpop.operation"
 #define OK_JSON_REG  "oktadpop.cjson"
 
 /* ---- errors.c: error objects ---- */
@@ -31,14 +32,17 @@ void ok_errors_open(lua_State *L);
 /* Moves the top n values down to base+1..base+n and drops what was between; returns n. */
 int ok_keep(lua_State *L, int base, int n);
 
-/* ---- b64url.c: base64url without padding (RFC 7515 section 2) ---- */
-size_t ok_b64url_len(size_t n);
-/* Writes ok_b64url_len(n) chars (no NUL) to out; returns that length. */
-size_t ok_b64url_encode(const unsigned char *in, size_t n, char *out);
-/* Bytes ok_b64url_decode may write for n chars: it writes whole 3-byte groups. */
-size_t ok_b64url_room(size_t n);
-/* Decodes into out (ok_b64url_room(n) bytes); returns the length or -1 on bad input. */
-long ok_b64url_decode(const char *in, size_t n, unsigned char *out);
+/* ---- options.c: option tables; a bad value inside one is nil, err (kind "config"), while a
+ * wrong argument type raises ---- */
+/* 1 when every key of the table at idx is one of names (NULL-terminated); else nil, err. */
+int ok_opts_known(lua_State *L, int idx, const char *what, const char *const *names);
+/* An optional finite number field in [lo, hi]; 1 with *out (dflt when absent), or nil, err. */
+int ok_opt_number(lua_State *L, int idx, const char *name, double dflt, double lo, double hi, double *out);
+/* An optional string field without NUL bytes; 1 with *out (NULL when absent; the table keeps
+ * it alive), or nil, err. */
+int ok_opt_string(lua_State *L, int idx, const char *name, const char **out, size_t *len);
+
+/* ---- b64url.c: Lua conveniences over the pure coder (pure.h) ---- */
 void ok_b64url_push(lua_State *L, const unsigned char *in, size_t n);
 void ok_b64url_add(luaL_Buffer *b, const unsigned char *in, size_t n);
 
@@ -95,29 +99,34 @@ int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t il
                       const unsigned char *sig, size_t slen);
 /* Splits and decodes a compact JWS; on success pushes header, claims and returns 2; else nil, err. */
 int ok_jws_decode(lua_State *L, const char *jwt, size_t len);
-int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, int optidx, const char *code);
+/* What a verification checks beyond the signature (see verify_jwt). */
+#define OK_MAX_TIME 253402300799.0 /* 9999-12-31: times past this are refused before any cast */
+typedef struct ok_verify {
+  double now, leeway;
+  const char *issuer, *audience, *subject, *typ, *code; /* code: the OAuth error a failure carries */
+  size_t issuer_len, audience_len, subject_len;
+} ok_verify;
+/* Reads verify_jwt's options at optidx (0: none); 1, or 0 with nil, err. */
+int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v);
+/* Verifies the JWT at idx against key; on success leaves header, claims pushed and returns 0;
+ * else pushes nil, err (kind "verify", err.check naming the check) and returns 2. */
+int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v);
+/* Pushes nil and a verification error; returns 2. */
+int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg);
+/* Field name of the table at tidx is exactly want (wlen bytes: an embedded NUL counts). */
+int ok_jws_field_is(lua_State *L, int tidx, const char *name, const char *want, size_t wlen);
+/* The header's typ is want, compared as media types are (case-insensitively). */
+int ok_jws_typ_is(lua_State *L, int hidx, const char *want);
 int ok_jws_sign_jwt(lua_State *L);
 int ok_jws_decode_jwt(lua_State *L);
 int ok_jws_verify_jwt(lua_State *L);
 /* Fills buf (>= 23 bytes) with a base64url jti of 128 random bits; returns its length. */
 size_t ok_new_jti(char *buf);
 
-/* ---- url.c: pure URL helpers (no Lua) ---- */
-/* Normalises an absolute http(s) URL as Okta compares htu: returns a malloc'd string or NULL. */
-char *ok_htu_normalize(const char *url, size_t n, const char **why);
-/* Writes "scheme://host[:port]" (lower case, default port dropped) into out; 0 on success. */
-int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why);
-int ok_host_is_loopback(const char *origin);
-/* Percent-encodes all but RFC 3986 unreserved characters; out needs 3n; returns the length. */
-size_t ok_pct_encode(const char *s, size_t n, char *out);
-/* Finds the rel="next" target in a Link header value; returns malloc'd URL or NULL. */
-char *ok_link_next(const char *value, size_t n);
-/* Finds auth-param `param` of the DPoP (or Bearer) challenge; malloc'd value or NULL. */
-char *ok_www_auth_param(const char *value, size_t n, const char *param);
-
 /* ---- dpop.c: DPoP proofs, client assertions, proof verification ---- */
 int ok_dpop_proof(lua_State *L);
 int ok_dpop_ath(lua_State *L);
+int ok_random(lua_State *L);
 int ok_dpop_verify(lua_State *L);
 int ok_client_assertion(lua_State *L);
 int ok_htu(lua_State *L);
@@ -130,6 +139,9 @@ void ok_ath_of(const char *token, size_t n, char out[44]);
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
 
+/* ---- pretty.c: oktadpop.pretty for the REPL ---- */
+void ok_pretty_open(lua_State *L);
+
 /* ---- files.c: small files handed to us ---- */
 /* Reads a regular file of at most max bytes, NUL-terminated, into a userdata left on the
  * stack that has room for `copies` times the file (scratch space for a parser); returns
@@ -137,74 +149,5 @@ int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const ch
 extern const char OK_FILE_CANNOT_OPEN[], OK_FILE_NOT_REGULAR[], OK_FILE_TOO_LARGE[];
 const char *ok_read_small_file(lua_State *L, const char *path, size_t max, int copies,
                                char **data, size_t *len);
-
-/* ---- dotenv.c: .env files (pure C) ---- */
-typedef void (*ok_dotenv_cb)(void *ud, const char *key, size_t klen, const char *val, size_t vlen);
-/* Parses KEY=value lines (comments, quotes, `export`); scratch needs n bytes. Returns the
- * number of pairs, or -(line number) of the first malformed line. */
-int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, void *ud);
-
-/* ---- core.c: the transport-free protocol core ---- */
-typedef struct ok_buf { char *p; size_t n, cap; } ok_buf;
-
-/* libcurl state of the blocking driver (curl.c); opaque pointers keep curl.h out of here. */
-typedef struct ok_transport {
-  void *easy;           /* CURL * */
-  void *headers;        /* struct curl_slist * of the request in flight */
-  ok_buf body, head;    /* response bytes, freed with the client */
-} ok_transport;
-
-typedef struct ok_client {
-  char *org_origin, *token_url, *client_id, *scopes, *user_agent, *ca_file, *proxy;
-  int dpop, closed, debug_stderr, allow_http;
-  long timeout_ms, connect_timeout_ms;
-  int max_retries;
-  double max_retry_wait, renew_skew, retry_base;
-  size_t max_body;
-  ok_key *assertion_key, *dpop_key; /* kept alive by the client's uservalue table */
-  char *token, *token_type, *token_scope;
-  size_t token_len;
-  char token_ath[44];               /* the token's ath, hashed once per token, not per call */
-  double expires_at;
-  char *as_nonce, *rs_nonce;        /* last DPoP-Nonce of the authorization and resource server */
-  double clock_offset;              /* server Date minus our clock, when it matters */
-  unsigned long token_requests, api_requests;
-  ok_transport net;
-} ok_client;
-
-double ok_now(void);
-ok_client *ok_client_check(lua_State *L, int idx);
-/* Validates a config table and pushes a client userdata, or nil, err. */
-int ok_client_create(lua_State *L, int cfgidx);
-/* Pushes an operation for client at cidx: kind "token" or an HTTP method; url absolute. */
-int ok_op_create(lua_State *L, int cidx, const char *method, const char *url, int force, int body_idx, int headers_idx);
-/* Advances the operation at opidx with the response table at respidx (0: none); pushes the
- * next action table {action="send"|"sleep"|"done"|"fail", ...}. */
-int ok_op_step(lua_State *L, int opidx, int respidx);
-void ok_client_debug(lua_State *L, int cidx, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
-int ok_client_url(lua_State *L, ok_client *c, const char *path, int qidx);
-void ok_client_clear_token(ok_client *c);
-/* Whether this client can send token, issued as token_type type. */
-enum { OK_TOKEN_OK, OK_TOKEN_UNUSABLE, OK_TOKEN_NOT_DPOP };
-int ok_client_token_check(const ok_client *c, const char *token, const char *type);
-/* Adopts a server's DPoP nonce: the token endpoint's (is_token) or the resource server's; an
- * empty or oversized one is ignored. */
-void ok_client_set_nonce(ok_client *c, int is_token, const char *nonce);
-/* Stores a token (copied) with its type, scope and expiry, and hashes its ath once: the same
- * token again only updates the expiry. */
-void ok_client_set_token(ok_client *c, const char *token, const char *type, const char *scope, double expires_at);
-void ok_core_open(lua_State *L);
-
-/* ---- curl.c: the blocking libcurl driver ---- */
-/* Performs the send action at idx; pushes {status=, headers=, body=} or {error=err}. */
-int ok_curl_send(lua_State *L, ok_client *c, int actidx);
-void ok_curl_free(ok_transport *t);
-const char *ok_curl_version(void);
-/* Seconds since the epoch of an HTTP date, or -1. */
-double ok_http_date(const char *s);
-
-/* ---- client.c: the public client surface ---- */
-void ok_client_open(lua_State *L);
 
 #endif

@@ -1,12 +1,11 @@
-/* url.c: pure C helpers for outside text, kept free of Lua so they are easy to test and fuzz:
- * URL origins and DPoP htu normalisation, loopback hosts, Link rel="next", WWW-Authenticate
- * auth-params, and percent-encoding of query and form values. Every result is malloc'd or
- * written to a caller buffer. */
+/* url.c: URLs as DPoP and the org see them, in pure C (no Lua, no I/O): origins, DPoP htu
+ * normalisation, loopback hosts and percent-encoding of path segments, query and form values.
+ * Every result is malloc'd or written to a caller buffer. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include "oktadpop.h"
+#include "pure.h"
 
 typedef struct {
   int https;
@@ -131,6 +130,11 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
   return out;
 }
 
+const char *ok_url_path(const char *url) {
+  url_parts p;
+  return url_split(url, strlen(url), &p) ? NULL : p.path;
+}
+
 int ok_host_is_loopback(const char *origin) {
   const char *h = strstr(origin, "://");
   size_t n;
@@ -144,74 +148,6 @@ int ok_host_is_loopback(const char *origin) {
     return 1;
   }
   return 0;
-}
-
-static char *dup_n(const char *s, size_t n) {
-  char *p = malloc(n + 1);
-  if (!p) return NULL;
-  memcpy(p, s, n);
-  p[n] = '\0';
-  return p;
-}
-
-/* Link: <url>; rel="self", <url>; rel="next"   (RFC 8288; rel may hold several types) */
-char *ok_link_next(const char *v, size_t n) {
-  const char *end = v + n, *p = v;
-  while (p < end) {
-    const char *lt = memchr(p, '<', (size_t)(end - p)), *gt, *params_end;
-    if (!lt || !(gt = memchr(lt, '>', (size_t)(end - lt)))) return NULL;
-    params_end = memchr(gt, '<', (size_t)(end - gt));
-    if (!params_end) params_end = end;
-    for (const char *r = gt; r + 4 <= params_end; r++) {
-      if (strncasecmp(r, "rel=", 4) != 0 || !(r == gt || r[-1] == ';' || r[-1] == ' ')) continue;
-      const char *val = r + 4, *vend;
-      int quoted = val < params_end && *val == '"';
-      if (quoted) val++;
-      for (vend = val; vend < params_end && (quoted ? *vend != '"' : (*vend != ';' && *vend != ',')); vend++) {}
-      for (const char *t = val; t < vend;) { /* space-separated relation types */
-        const char *te = t;
-        while (te < vend && *te != ' ') te++;
-        if (te - t == 4 && strncasecmp(t, "next", 4) == 0) return dup_n(lt + 1, (size_t)(gt - lt - 1));
-        t = te + 1;
-      }
-    }
-    p = params_end;
-  }
-  return NULL;
-}
-
-/* WWW-Authenticate: DPoP algs="ES256", error="use_dpop_nonce", error_description="..." */
-char *ok_www_auth_param(const char *v, size_t n, const char *param) {
-  size_t plen = strlen(param);
-  int inq = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (inq) {
-      if (v[i] == '\\') i++;
-      else if (v[i] == '"') inq = 0;
-      continue;
-    }
-    if (v[i] == '"') { inq = 1; continue; }
-    if ((i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') && i + plen < n &&
-        strncasecmp(v + i, param, plen) == 0 && v[i + plen] == '=') {
-      const char *s = v + i + plen + 1, *e = v + n;
-      char *out, *o;
-      if (s < e && *s == '"') {
-        s++;
-        out = o = malloc((size_t)(e - s) + 1);
-        if (!out) return NULL;
-        for (; s < e && *s != '"'; s++) {
-          if (*s == '\\' && s + 1 < e) s++;
-          *o++ = *s;
-        }
-        *o = '\0';
-        return out;
-      }
-      const char *t = s;
-      while (t < e && *t != ',' && *t != ' ') t++;
-      return dup_n(s, (size_t)(t - s));
-    }
-  }
-  return NULL;
 }
 
 size_t ok_pct_encode(const char *s, size_t n, char *out) {

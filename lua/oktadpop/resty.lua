@@ -1,335 +1,226 @@
--- oktadpop.resty: the oktadpop client inside nginx's Lua module without blocking a worker.
--- The C core decides every request (token exchange, nonce retries, refresh, 429 waits); this
--- file only moves bytes with cosockets and waits with ngx.sleep, so nothing yields inside C.
--- Tokens and nonces can be shared by all workers through a lua_shared_dict, with a lock so
--- that an expiring token is renewed by one worker, not by all of them.
+-- oktadpop.resty: the nginx driver. The same protocol core as the libcurl driver decides every
+-- request (oktadpop.core: the token exchange, nonces, retries, rate-limit pacing, pages); this
+-- file only moves bytes over cosockets, answers store actions from a lua_shared_dict, and
+-- waits with ngx.sleep, so no worker ever blocks and nothing yields inside C.
 local oktadpop = require "oktadpop"
-local cjson = require "cjson.safe"
+local http = require "oktadpop.resty.http"
 
+local core = oktadpop.core
 local ngx = ngx
-local tcp = ngx.socket.tcp
-local str_lower, str_format, concat = string.lower, string.format, table.concat
-local tonumber, type, pairs, setmetatable = tonumber, type, pairs, setmetatable
+local type, pairs, pcall, error, setmetatable = type, pairs, pcall, error, setmetatable
 
 local _M = {_VERSION = oktadpop._VERSION}
 
-local DEFAULTS = {timeout = 30, connect_timeout = 10, max_body = 16 * 1024 * 1024,
-                  max_retries = 2, max_retry_wait = 60}
-local MAX_HEADER_BYTES = 64 * 1024
+-- Options of this driver, beside the core's (oktadpop.new's).
+local DRIVER_OPTIONS = {"shared_dict", "transport", "store"}
 
-local function net_error(kind, fmt, ...)
-  return {error = oktadpop.error(kind, str_format(fmt, ...))}
-end
-
--- One HTTP/1.1 exchange over a cosocket: a connection pool per host keeps it alive.
-local function read_body(sock, headers, limit)
-  local te, len = headers["transfer-encoding"], tonumber(headers["content-length"] or "")
-  if len then
-    if len > limit then return nil, "response body exceeds max_body" end
-    if len == 0 then return "" end
-    return sock:receive(len)
-  end
-  if te and te:lower():find("chunked", 1, true) then
-    local parts, total = {}, 0
-    while true do
-      local line, err = sock:receive("*l")
-      if not line then return nil, err end
-      local size = tonumber(line:match("^%x+") or "", 16)
-      if not size then return nil, "malformed chunk size" end
-      if size == 0 then
-        repeat line, err = sock:receive("*l") until not line or line == ""
-        return concat(parts)
-      end
-      total = total + size
-      if total > limit then return nil, "response body exceeds max_body" end
-      local chunk, cerr = sock:receive(size)
-      if not chunk then return nil, cerr end
-      parts[#parts + 1] = chunk
-      sock:receive("*l")
-    end
-  end
-  local parts, total = {}, 0 -- read to close, in bounded pieces
-  while true do
-    local data, err = sock:receiveany(65536)
-    if not data then
-      if err == "closed" then return concat(parts) end
-      return nil, err
-    end
-    total = total + #data
-    if total > limit then return nil, "response body exceeds max_body" end
-    parts[#parts + 1] = data
-  end
-end
-
-local function cosocket_transport(conf)
-  local max_body = conf.max_body
-  return function(req)
-    local scheme, host, port, path = req.url:match("^(https?)://([^/:]+):?(%d*)(.*)$")
-    if not scheme then return net_error("config", "cannot parse URL %s", req.url) end
-    port = tonumber(port) or (scheme == "https" and 443 or 80)
-    if path == "" then path = "/" end
-    local sock = tcp()
-    sock:settimeouts(conf.connect_timeout * 1000, conf.timeout * 1000, conf.timeout * 1000)
-    local ok, err = sock:connect(host, port)
-    if not ok then return net_error(err == "timeout" and "timeout" or "network", "%s %s failed: connect: %s", req.method, req.url, err) end
-    if scheme == "https" and sock:getreusedtimes() == 0 then
-      -- verification uses lua_ssl_trusted_certificate (see the README)
-      ok, err = sock:sslhandshake(nil, host, true)
-      if not ok then sock:close() return net_error("network", "%s %s failed: TLS: %s", req.method, req.url, err) end
-    end
-    local lines = {req.method, " ", path, " HTTP/1.1\r\nHost: ", host, port ~= (scheme == "https" and 443 or 80) and (":" .. port) or "", "\r\n"}
-    for name, value in pairs(req.headers) do
-      value = tostring(value)
-      if value:find("[\r\n]") or name:find("[^%w%-_]") then
-        sock:close()
-        return net_error("config", "header %s has a CR or LF or an invalid name: refused", name)
-      end
-      lines[#lines + 1] = name .. ": " .. value .. "\r\n"
-    end
-    if req.body then lines[#lines + 1] = "Content-Length: " .. #req.body .. "\r\n" end
-    lines[#lines + 1] = "\r\n"
-    lines[#lines + 1] = req.body
-    ok, err = sock:send(lines)
-    if not ok then sock:close() return net_error(err == "timeout" and "timeout" or "network", "%s %s failed: send: %s", req.method, req.url, err) end
-    -- the header block, read in bounded pieces up to the blank line
-    local reader, parts, size = sock:receiveuntil("\r\n\r\n"), {}, 0
-    while true do
-      local data, rerr = reader(8192)
-      if not data then
-        if rerr then
-          sock:close()
-          return net_error(rerr == "timeout" and "timeout" or "network", "%s %s failed: %s", req.method, req.url, rerr)
-        end
-        break
-      end
-      size = size + #data
-      if size > MAX_HEADER_BYTES then sock:close() return net_error("network", "%s %s: response headers too large", req.method, req.url) end
-      parts[#parts + 1] = data
-    end
-    local head = concat(parts)
-    local status = tonumber(head:match("^HTTP/1%.%d (%d%d%d)"))
-    if not status then
-      sock:close()
-      return net_error("network", "%s %s failed: malformed status line", req.method, req.url)
-    end
-    local headers = {}
-    for line in head:gmatch("\r\n([^\r\n]+)") do
-      local name, value = line:match("^([^:]+):%s*(.-)%s*$")
-      if name then
-        name = str_lower(name)
-        headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
-      end
-    end
-    local body, berr = "", nil
-    if req.method ~= "HEAD" and status ~= 204 and status ~= 304 then
-      body, berr = read_body(sock, headers, max_body)
-      if not body then
-        sock:close()
-        return net_error(berr == "timeout" and "timeout" or "network", "%s %s failed: %s", req.method, req.url, berr)
-      end
-    end
-    if (headers.connection or ""):lower():find("close", 1, true) then sock:close() else sock:setkeepalive(60000, 32) end
-    return {status = status, headers = headers, body = body}
-  end
-end
-
--- Adapts a user transport (function(req) -> res | nil, err) to the core's response shape.
-local function user_transport(fn)
-  return function(req)
-    local res, err = fn(req)
-    if not res then
-      if type(err) == "table" then return {error = err} end
-      return net_error("network", "%s %s failed: %s", req.method, req.url, tostring(err))
-    end
-    local headers = {}
-    for k, v in pairs(res.headers or {}) do
-      headers[str_lower(k)] = type(v) == "table" and concat(v, ", ") or v
-    end
-    return {status = res.status, headers = headers, body = res.body or ""}
-  end
+-- One store action on a shared dict (or any store with its five calls: get, set, add,
+-- incr(key, by, init, init_ttl), delete; oktadpop.core.memory_store() has them too).
+local function store_call(store, a)
+  local op = a.op
+  if op == "incr" then return (store:incr(a.key, a.value, 0, a.ttl)) end
+  if op == "get" then return (store:get(a.key)) end
+  return (store[op](store, a.key, a.value, a.ttl))
 end
 
 local Client = {}
 Client.__index = Client
 
--- Shared-dict keys are per org, client and DPoP key: a token is bound to that key.
-local function dict_prefix(core)
-  return "oktadpop:" .. core.org_url .. ":" .. core.client_id .. ":" .. (core.dpop_key and core.dpop_key:thumbprint() or "bearer") .. ":"
-end
-
--- The token travels as one JSON value, so no worker reads half of an old and half of a new one.
-function Client:_pull()
-  if not self.dict then return end
-  local raw = self.dict:get(self.prefix .. "token")
-  local state = raw and cjson.decode(raw)
-  if type(state) ~= "table" then state = {} end
-  state.as_nonce = self.dict:get(self.prefix .. "as_nonce")
-  state.rs_nonce = self.dict:get(self.prefix .. "rs_nonce")
-  self.core:set_token_state(state)
-end
-
-function Client:_push()
-  if not self.dict then return end
-  local s = self.core:token_state()
-  local p, d = self.prefix, self.dict
-  if s.token and s.token ~= self.pushed then
-    local ttl = s.expires_at - ngx.now()
-    if ttl > 0 then
-      d:set(p .. "token", cjson.encode{token = s.token, token_type = s.token_type, expires_at = s.expires_at, scope = s.scope}, ttl)
-      self.pushed = s.token
-    end
+local function log_lines(self, lines)
+  if not lines or not self.debug then return end
+  for i = 1, #lines do
+    if type(self.debug) == "function" then pcall(self.debug, lines[i]) else ngx.log(ngx.INFO, "oktadpop: ", lines[i]) end
   end
-  if s.as_nonce then d:set(p .. "as_nonce", s.as_nonce, 3 * 86400) end
-  if s.rs_nonce then d:set(p .. "rs_nonce", s.rs_nonce, 3 * 86400) end
 end
 
--- Runs a core operation to its end: the only loop, bounded by the core's own counters.
-function Client:_run(op)
-  local action = op:step()
-  for _ = 1, 128 do
+local function loop(self, op)
+  local step, now, transport, store = op.step, ngx.now, self.transport, self.store
+  local action = step(op, nil, now())
+  while true do
+    log_lines(self, action.log)
     local kind = action.action
     if kind == "send" then
-      action = op:step(self.transport(action))
+      action = step(op, transport(action), now())
+    elseif kind == "store" then
+      action = step(op, store_call(store, action), now())
     elseif kind == "sleep" then
       ngx.sleep(action.seconds)
-      action = op:step()
+      ngx.update_time()
+      action = step(op, nil, now())
     else
-      self:_push()
-      if kind == "done" then return action end
-      return nil, action.error
+      return action -- items, done or fail
     end
   end
-  return nil, oktadpop.error("network", "gave up after 128 steps")
 end
 
-function Client:_fresh()
-  local s = self.core:token_state()
-  return s.token and s.expires_at - self.renew_skew > ngx.now()
+-- Runs an operation to its next items, done or fail action. If anything raises on the way,
+-- what the operation holds (a concurrency slot, the token lock) is given back first.
+function Client:_run(op)
+  if self.closed then return {action = "fail", error = core.error("config", "the client is closed")} end
+  local ok, action = pcall(loop, self, op)
+  if ok then return action end
+  for _, a in pairs(op:abort()) do pcall(store_call, self.store, a) end
+  error(action, 0)
 end
 
--- Makes sure a fresh token is in the core, fetching it in one worker only: the lock holds
--- the owner's id (deleted only by its owner), lives as long as the slowest token exchange,
--- and is released even when the exchange raises.
-function Client:_ensure_token(force)
-  self:_pull()
-  if not force and self:_fresh() then return true end
-  if not self.dict then
-    local done, err = self:_run(self.core:operation("token", force))
-    return done ~= nil, err
-  end
-  local lock, me = self.prefix .. "lock", ngx.worker.pid() .. ":" .. ngx.now() .. ":" .. math.random()
-  local deadline = ngx.now() + self.lock_ttl
-  repeat
-    if self.dict:add(lock, me, self.lock_ttl) then
-      self:_pull() -- another worker may have finished just before we took the lock
-      if not force and self:_fresh() then
-        if self.dict:get(lock) == me then self.dict:delete(lock) end
-        return true
-      end
-      local ok, done, err = pcall(self._run, self, self.core:operation("token", force))
-      if self.dict:get(lock) == me then self.dict:delete(lock) end
-      if not ok then error(done, 0) end
-      return done ~= nil, err
-    end
-    ngx.sleep(0.02)
-    self:_pull()
-    if self:_fresh() then return true end
-  until ngx.now() > deadline
-  local done, err = self:_run(self.core:operation("token", force)) -- the holder is gone
-  return done ~= nil, err
+local function op_or_error(op, err)
+  if not op then return nil, err end
+  return op
 end
 
 function Client:token(force)
-  local ok, err = self:_ensure_token(force)
-  if not ok then return nil, err end
-  local s = self.core:token_state()
-  return s.token, {token_type = s.token_type, expires_at = s.expires_at,
-                   expires_in = math.floor(s.expires_at - ngx.now()), scope = s.scope}
+  local op, err = op_or_error(self.session:token_operation(force))
+  if not op then return nil, err end
+  local done = self:_run(op)
+  if done.action == "fail" then return nil, done.error end
+  return done.token, done.info
 end
 
 function Client:request(method, path, opts)
-  local ok, err = self:_ensure_token(false)
-  if not ok then return nil, err end
-  local op
-  op, err = self.core:operation(method, path, opts)
+  local op, err = op_or_error(self.session:operation(method, path, opts))
   if not op then return nil, err end
-  local done
-  done, err = self:_run(op)
-  if not done then return nil, err end
+  local done = self:_run(op)
+  if done.action == "fail" then return nil, done.error end
   return done.response
 end
 
--- The answer for a response is the blocking client's, from the same C function.
+-- The answer for a response is the libcurl driver's, from the same core function.
 local function call(self, method, path, opts)
   local res, err = self:request(method, path, opts)
   if not res then return nil, err end
-  return oktadpop.call_result(res, method, path)
+  return core.result(res)
 end
 
 function Client:get(path, query) return call(self, "GET", path, {query = query}) end
-function Client:delete(path) return call(self, "DELETE", path) end
-function Client:post(path, body) return call(self, "POST", path, {body = body}) end
-function Client:put(path, body) return call(self, "PUT", path, {body = body}) end
-function Client:patch(path, body) return call(self, "PATCH", path, {body = body}) end
+function Client:delete(path, query) return call(self, "DELETE", path, {query = query}) end
+function Client:post(path, body, query) return call(self, "POST", path, {body = body, query = query}) end
+function Client:put(path, body, query) return call(self, "PUT", path, {body = body, query = query}) end
+function Client:patch(path, body, query) return call(self, "PATCH", path, {body = body, query = query}) end
 
--- Iterates items over rel="next" links; the core refuses a link to another origin.
-function Client:paginate(path, query)
-  local url, page, i = path, nil, 0
-  local first = true
+-- An iterator over the items of a pages or poll operation; raises the error (err.next says
+-- where to resume).
+local function items_of(self, op, err)
+  if not op then error(err, 3) end
+  local page, i = nil, 0
   return function()
     while true do
       if page and i < #page then
         i = i + 1
         return page[i]
       end
-      if not url then return nil end
-      local body, res_or_err = self:get(url, first and query or nil)
-      first = false
-      if not body then error(res_or_err, 2) end
-      if type(body) ~= "table" then error(oktadpop.error("json", "paginate: the response is not a JSON array"), 2) end
-      page, i, url = body, 0, res_or_err.next
+      if not op then return nil end
+      page = nil
+      local action = self:_run(op)
+      if action.action ~= "items" then
+        op = nil
+        if action.action == "fail" then error(action.error, 2) end
+        return nil
+      end
+      page, i = action.items, 0
     end
   end
+end
+
+function Client:paginate(path, query, opts) return items_of(self, self.session:pages(path, query, opts)) end
+function Client:poll(path, opts) return items_of(self, self.session:poll(path, opts)) end
+
+-- batch(requests [, {concurrency=, request=fn, on_result=fn}]) -> results, failed: as the
+-- libcurl driver's, with light threads (each runs requests through the same core).
+function Client:batch(requests, opts)
+  opts = opts or {}
+  local conc = opts.concurrency or self.session.max_concurrency
+  if type(conc) ~= "number" or conc < 1 or conc > self.session.max_concurrency then
+    return nil, core.error("config", "concurrency must be a number from 1 to max_concurrency")
+  end
+  local results, failed, index, list = {}, {}, 0, type(requests) == "table"
+  local function next_input()
+    local input
+    if list then input = requests[index + 1] else input = requests() end
+    if input ~= nil then index = index + 1 end
+    return input, index
+  end
+  local function record(result)
+    if not result.ok then failed[#failed + 1] = result end
+    if opts.on_result then opts.on_result(result) else results[result.index] = result end
+  end
+  local function worker()
+    while true do
+      local input, i = next_input()
+      if input == nil then return end
+      local spec = opts.request and opts.request(input) or input
+      if type(spec) == "string" then spec = {path = spec} end
+      local result = {index = i, input = input, request = spec}
+      local body, err, res
+      if type(spec) ~= "table" or type(spec.path) ~= "string" then
+        err = core.error("config", "a batch request needs path (a string) and method (a string, default GET)")
+      else
+        body, err, res = self:request(spec.method or "GET", spec.path, {query = spec.query, body = spec.body, headers = spec.headers})
+        if body then body, err, res = core.result(body) end
+      end
+      result.ok = body ~= nil
+      if body ~= nil then result.body, result.res = body, err else result.error, result.res = err, res end
+      record(result)
+    end
+  end
+  local threads = {}
+  for t = 1, conc do threads[t] = ngx.thread.spawn(worker) end
+  for t = 1, #threads do
+    local ok, err = ngx.thread.wait(threads[t])
+    if not ok then error(err, 0) end
+  end
+  return results, failed
 end
 
 function Client:close()
-  self.core:close()
+  self.closed = true
+  self.session:close()
 end
 
 function Client:__tostring()
-  return "oktadpop.resty " .. tostring(self.core)
+  return "oktadpop.resty " .. tostring(self.session)
 end
 
--- resty.new(config): oktadpop.new's config plus shared_dict (a lua_shared_dict name) and
--- transport (function(req) -> res | nil, err). -> client | nil, err
+function Client:__index(k)
+  local m = Client[k]
+  if m ~= nil then return m end
+  local v = self.session[k] -- org_url, client_id, scopes, stats, ...
+  if type(v) ~= "function" then return v end
+end
+
+-- resty.new(config) -> client | nil, err: oktadpop.new's config, plus
+--   shared_dict  a lua_shared_dict name: token, lock, concurrency and rate-limit counts shared
+--                by all workers (else each worker keeps its own in memory);
+--   store        any store with the shared dict's get/set/add/incr/delete (e.g. Redis);
+--   transport    function(request) -> {status=, headers=, body=} | {error=} (default: a
+--                bounded HTTP/1.1 client on ngx.socket.tcp).
 function _M.new(config)
-  if type(config) ~= "table" then return nil, oktadpop.error("config", "resty.new needs a config table") end
-  local core_conf, conf = {}, {}
-  for k, v in pairs(config) do
-    if k ~= "shared_dict" and k ~= "transport" then core_conf[k] = v end
+  if type(config) ~= "table" then return nil, core.error("config", "resty.new needs a config table") end
+  for _, name in pairs{"ca_file", "proxy"} do
+    if config[name] ~= nil then
+      return nil, core.error("config", name .. " is not supported inside nginx: cosockets trust " ..
+        "lua_ssl_trusted_certificate and connect directly (set those in nginx.conf)")
+    end
   end
-  for k, v in pairs(DEFAULTS) do conf[k] = config[k] or v end
-  local dict
+  local store = config.store
   if config.shared_dict ~= nil then
-    dict = ngx.shared[config.shared_dict]
-    if not dict then return nil, oktadpop.error("config", "no lua_shared_dict named " .. tostring(config.shared_dict)) end
+    store = ngx.shared[config.shared_dict]
+    if not store then return nil, core.error("config", "no lua_shared_dict named " .. tostring(config.shared_dict)) end
     if config.dpop ~= false and config.dpop_key == nil then
-      return nil, oktadpop.error("config", "shared_dict needs dpop_key: every worker must load the same DPoP key (a file path)")
+      return nil, core.error("config", "shared_dict needs dpop_key: every worker must load the same DPoP key (a file path)")
     end
   end
   if config.transport ~= nil and type(config.transport) ~= "function" then
-    return nil, oktadpop.error("config", "transport must be a function(req) -> res | nil, err")
+    return nil, core.error("config", "transport must be a function(request) -> response")
   end
-  local core, err = oktadpop.new(core_conf)
-  if not core then return nil, err end
+  local session, warnings = core.session(config, DRIVER_OPTIONS)
+  if not session then return nil, warnings end
   local self = setmetatable({
-    core = core, dict = dict,
-    transport = config.transport and user_transport(config.transport) or cosocket_transport(conf),
-    renew_skew = config.renew_skew or 60,
-    -- the slowest token exchange: every attempt timing out, plus the longest waits
-    lock_ttl = (conf.timeout + conf.connect_timeout) * (conf.max_retries + 3) + conf.max_retry_wait * conf.max_retries,
+    session = session,
+    store = store or core.memory_store(),
+    transport = config.transport or http.transport(session),
+    debug = config.debug or session.debug,
   }, Client)
-  if dict then self.prefix = dict_prefix(core) end
+  log_lines(self, warnings)
   return self
 end
 

@@ -1,127 +1,316 @@
--- oktadpop.resty.guard: protect your own API with DPoP in access_by_lua_block. Verifies the
--- access token (a JWT) against a JWKS, then the DPoP proof per RFC 9449 section 4.3: htm,
--- htu, iat, ath, the token's cnf.jkt, and jti replay across all workers in a shared dict.
--- On success the verified claims and jkt are in ngx.ctx.oktadpop; on failure the request
--- ends with 401 and WWW-Authenticate: DPoP error="...".
+-- oktadpop.resty.guard: protect your own API with DPoP in access_by_lua. Verifies the access
+-- token (a JWT) against the authorization server's keys, then the DPoP proof (RFC 9449
+-- section 4.3): htm, htu against the configured origin, iat, ath, the token's cnf.jkt, one
+-- DPoP header exactly, and jti replay across all workers; optionally required scopes (RFC 6750
+-- section 3.1) and server nonces (RFC 9449 section 9). On success the verified claims are in
+-- ngx.ctx.oktadpop; on failure the request ends with 401 (or 403 for scopes) and a
+-- WWW-Authenticate: DPoP challenge, with a small JSON body, never an HTML page.
 local oktadpop = require "oktadpop"
 local cjson = require "cjson.safe"
+local http = require "oktadpop.resty.http"
 
 local ngx = ngx
-local type, pairs = type, pairs
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local floor, ceil = math.floor, math.ceil
 
 local _M = {}
 
 local ALGS = 'algs="ES256 ES384 ES512 RS256 RS384 RS512"'
-local jwks_cache = {} -- per worker: a JWKS file is read once, not per request
+local DEFAULTS = {max_age = 60, leeway = 5, refetch_interval = 60, jwks_ttl = 3600, nonce_lifetime = 300}
+local OPTIONS = {jwks = true, jwks_uri = true, issuer = true, audience = true, required_scopes = true,
+                 replay_dict = true, replay_store = true, cache_dict = true, nonce_dict = true, origin = true,
+                 max_age = true, leeway = true, refetch_interval = true, jwks_ttl = true, nonce_lifetime = true}
+local guards = {} -- a checked guard per distinct options, per worker
 
-local function load_jwks(src)
-  if type(src) == "table" then return src end
-  local cached = jwks_cache[src]
-  if cached then return cached end
-  local f, err = io.open(src, "rb")
+local function quote(s)
+  return '"' .. (tostring(s):gsub('[\\"]', "\\%0"):gsub("%c", " ")) .. '"'
+end
+
+-- Ends the request: status 401 (403 for scopes) with a DPoP challenge and a JSON body.
+local function deny(g, status, code, description, extra)
+  local challenge = "DPoP " .. ALGS
+  if code then challenge = challenge .. ", error=" .. quote(code) .. ", error_description=" .. quote(description) end
+  if extra then challenge = challenge .. ", " .. extra end
+  ngx.status = status
+  ngx.header["WWW-Authenticate"] = challenge
+  ngx.header["Cache-Control"] = "no-store"
+  if g and g.nonce_for and code == "use_dpop_nonce" then ngx.header["DPoP-Nonce"] = g:nonce_for(ngx.now()) end
+  if code then
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print(cjson.encode{error = code, error_description = description})
+  end
+  return ngx.exit(status)
+end
+
+local function misconfigured(message)
+  ngx.log(ngx.ERR, "oktadpop guard: ", message)
+  return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+end
+
+-- The origin the client signed for: configuration, never request input. opts.origin, else
+-- this server's own name when server_name is one plain name; a wildcard, regex, "_" or empty
+-- name refuses to run (the Host header would decide the htu, and could cut its path off).
+local function configured_origin(opts)
+  if opts.origin then return opts.origin end
+  local name = ngx.var.server_name
+  if not name or name == "" or name == "_" or name:find("[~*%s]") then return nil end
+  local scheme, port = ngx.var.scheme, ngx.var.server_port
+  local default = scheme == "https" and "443" or "80"
+  return scheme .. "://" .. name .. (port == default and "" or (":" .. port))
+end
+
+-- ---- keys: a static JWKS, or fetched from jwks_uri (or the issuer's metadata) ----
+
+local Guard = {}
+Guard.__index = Guard
+
+local function read_jwks_file(path)
+  local f, err = io.open(path, "rb")
   if not f then return nil, "cannot read JWKS file: " .. tostring(err) end
-  local text = f:read("*a")
+  local text = f:read(1024 * 1024)
   f:close()
-  local jwks = cjson.decode(text)
-  if type(jwks) ~= "table" then return nil, "JWKS file is not JSON" end
-  jwks_cache[src] = jwks
+  local jwks = cjson.decode(text or "")
+  if type(jwks) ~= "table" or type(jwks.keys) ~= "table" then return nil, "the JWKS file holds no keys" end
   return jwks
 end
 
--- Key objects loaded from a JWKS, per token kid: importing a JWK costs more than verifying with
--- it (RS256: 78 µs per verify_jwt with the JWKS, 35 µs with the key). Only keys that load are
--- kept, so tokens with made-up kids cannot grow the cache.
-local key_cache = setmetatable({}, {__mode = "k"})
-local function verification_key(jwks, token)
-  local header = oktadpop.decode_jwt(token)
-  local kid = type(header) == "table" and type(header.kid) == "string" and header.kid or false
-  local keys = key_cache[jwks]
-  if not keys then
-    keys = {}
-    key_cache[jwks] = keys
+-- GET url (no credentials) with the bounded cosocket client; the decoded JSON object.
+local function fetch_json(url)
+  local res = http.transport{max_body = 1024 * 1024, connect_timeout = 5, timeout = 10}{
+    method = "GET", url = url, headers = {Accept = "application/json", ["User-Agent"] = "oktadpop-guard/" .. oktadpop._VERSION}}
+  if res.error then return nil, res.error.message end
+  if res.status ~= 200 then return nil, url .. ": HTTP " .. res.status end
+  local doc = cjson.decode(res.body)
+  if type(doc) ~= "table" then return nil, url .. ": not a JSON object" end
+  return doc
+end
+
+function Guard:jwks_uri()
+  if self.opts.jwks_uri then return self.opts.jwks_uri end
+  local cache = self.cache
+  local uri = cache:get("jwks_uri")
+  if uri then return uri end
+  local meta, err = fetch_json(self.opts.issuer .. "/.well-known/oauth-authorization-server")
+  if not meta then return nil, err end
+  if type(meta.jwks_uri) ~= "string" or meta.issuer ~= self.opts.issuer then
+    return nil, "the issuer's metadata has no jwks_uri, or names another issuer"
   end
-  if not keys[kid] then keys[kid] = oktadpop.load_key(jwks, kid and {kid = kid} or nil) end
-  return keys[kid] or jwks -- none: verify_jwt searches the JWKS itself and says why it failed
+  cache:set("jwks_uri", meta.jwks_uri, self.opts.jwks_ttl)
+  return meta.jwks_uri
 end
 
-local function quote(s)
-  return (tostring(s):gsub('[\\"]', "\\%0"):gsub("[%c]", " "))
+-- Fetches the JWKS into the cache dict: at most once per refetch_interval for all workers,
+-- so a flood of tokens with made-up kids cannot hammer the authorization server.
+function Guard:refetch()
+  local cache = self.cache
+  if not cache:add("refetching", true, self.opts.refetch_interval) then return false end
+  local uri, err = self:jwks_uri()
+  local jwks = uri and fetch_json(uri)
+  if not uri or type(jwks) ~= "table" or type(jwks.keys) ~= "table" then
+    ngx.log(ngx.ERR, "oktadpop guard: cannot fetch the JWKS: ", tostring(err or uri))
+    return false
+  end
+  cache:set("jwks", cjson.encode(jwks), self.opts.jwks_ttl)
+  cache:incr("jwks_version", 1, 0)
+  return true
 end
 
-local function deny(code, description)
-  ngx.header["WWW-Authenticate"] = 'DPoP ' .. ALGS .. ', error="' .. code .. '", error_description="' .. quote(description) .. '"'
-  ngx.header["Cache-Control"] = "no-store"
-  return ngx.exit(ngx.HTTP_UNAUTHORIZED)
+-- The JWKS as a table: static, or the cached one (fetched when there is none).
+function Guard:jwks()
+  if self.static then return self.static, 0 end
+  local version = self.cache:get("jwks_version") or 0
+  if self.parsed and self.parsed_version == version then return self.parsed, version end
+  local text = self.cache:get("jwks")
+  if not text then
+    self:refetch()
+    text = self.cache:get("jwks")
+    version = self.cache:get("jwks_version") or 0
+  end
+  local jwks = text and cjson.decode(text)
+  if type(jwks) ~= "table" then return nil end
+  self.parsed, self.parsed_version, self.keys = jwks, version, {}
+  return jwks, version
 end
 
--- The URL the client signed: opts.origin (set it behind a proxy), else this server's own
--- name when server_name is a plain name, else the Host header; then the request path
--- (verify_dpop_proof normalises it and drops the query).
-local function request_htu(opts)
-  local origin = opts.origin
-  if not origin then
-    local name, scheme = ngx.var.server_name, ngx.var.scheme
-    local host = ngx.var.http_host or ngx.var.host
-    if name and name ~= "" and name ~= "_" and not name:find("[~*]") then
-      local port = ngx.var.server_port
-      host = (port == (scheme == "https" and "443" or "80")) and name or (name .. ":" .. port)
+-- The key for a token's kid: loaded once per kid and JWKS version; an unknown kid refetches
+-- the JWKS (rate limited), so a rotated key is accepted without a reload.
+function Guard:key_for(token)
+  local claims, header = oktadpop.decode_jwt(token)
+  if not claims then return nil end
+  local kid = type(header.kid) == "string" and header.kid or false
+  for attempt = 1, 2 do
+    local jwks = self:jwks()
+    if not jwks then return nil end
+    self.keys = self.keys or {}
+    local key = self.keys[kid]
+    if key == nil then
+      key = oktadpop.load_key(jwks, kid and {kid = kid} or nil) or false
+      self.keys[kid] = key
     end
-    origin = scheme .. "://" .. host
+    if key or self.static or attempt == 2 or not self:refetch() then return key or nil end
   end
-  return origin .. ngx.var.request_uri
 end
 
--- require("oktadpop.resty.guard").protect{jwks=, issuer=, audience=, replay_dict=, max_age=60,
---   leeway=10, origin=} -- returns on success; ends the request with 401 otherwise.
-function _M.protect(opts)
-  local jwks, err = load_jwks(opts.jwks)
-  if not jwks then
-    ngx.log(ngx.ERR, "oktadpop guard: ", err)
-    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
-  end
-  local replay = ngx.shared[opts.replay_dict or ""]
-  if not replay then
-    ngx.log(ngx.ERR, "oktadpop guard: no lua_shared_dict named ", tostring(opts.replay_dict))
-    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
-  end
-  local max_age, leeway = opts.max_age or 60, opts.leeway or 10
+-- ---- nonces (RFC 9449 section 9): one per nonce_lifetime slot, the previous one still good ----
 
-  local headers = ngx.req.get_headers()
-  local auth = headers["authorization"]
-  if type(auth) == "table" then return deny("invalid_request", "more than one Authorization header") end
-  if not auth then
-    ngx.header["WWW-Authenticate"] = "DPoP " .. ALGS
-    return ngx.exit(ngx.HTTP_UNAUTHORIZED)
+function Guard:nonce_for(now)
+  local slot = floor(now / self.opts.nonce_lifetime)
+  local key = "nonce:" .. slot
+  local nonce = self.nonces:get(key)
+  if nonce then return nonce end
+  self.nonces:add(key, oktadpop.random(24), 2 * self.opts.nonce_lifetime)
+  return self.nonces:get(key)
+end
+
+function Guard:nonce_ok(nonce, now)
+  if type(nonce) ~= "string" then return false end
+  local slot = floor(now / self.opts.nonce_lifetime)
+  return nonce == self.nonces:get("nonce:" .. slot) or nonce == self.nonces:get("nonce:" .. (slot - 1))
+end
+
+-- ---- construction: every option checked once, before any request is judged ----
+
+local function dict(name, what)
+  if name == nil then return nil end
+  local d = ngx.shared[name]
+  if not d then return nil, "no lua_shared_dict named " .. tostring(name) .. " (" .. what .. ")" end
+  return d
+end
+
+-- guard.new(opts) -> guard | nil, err
+function _M.new(opts)
+  if type(opts) ~= "table" then return nil, "guard options must be a table" end
+  for k in pairs(opts) do if not OPTIONS[k] then return nil, "unknown guard option " .. tostring(k) end end
+  local o = {}
+  for k, v in pairs(DEFAULTS) do o[k] = opts[k] or v end
+  for k, v in pairs(opts) do o[k] = v end
+  for k in pairs(DEFAULTS) do
+    if type(o[k]) ~= "number" or o[k] < 0 or o[k] ~= o[k] or o[k] == math.huge then return nil, k .. " must be a number" end
   end
+  if o.max_age < 1 then return nil, "max_age must be at least 1" end
+  if type(o.issuer) ~= "string" then return nil, "issuer is required (the authorization server's issuer URL)" end
+  local g = setmetatable({opts = o}, Guard)
+  local err
+  if o.jwks then
+    g.static, err = type(o.jwks) == "table" and o.jwks or read_jwks_file(o.jwks)
+    if not g.static then return nil, err end
+  else
+    g.cache, err = dict(o.cache_dict, "cache_dict: the fetched JWKS")
+    if not g.cache then return nil, err or "jwks_uri or issuer discovery needs cache_dict" end
+  end
+  g.replay = o.replay_store
+  if not g.replay then
+    g.replay, err = dict(o.replay_dict, "replay_dict: the jti of accepted proofs")
+    if not g.replay then return nil, err or "replay_dict (or replay_store) is required" end
+  end
+  if o.nonce_dict then
+    g.nonces, err = dict(o.nonce_dict, "nonce_dict: server nonces")
+    if not g.nonces then return nil, err end
+  else
+    g.nonce_for = false
+  end
+  if o.required_scopes ~= nil and type(o.required_scopes) ~= "table" then return nil, "required_scopes must be a list" end
+  return g
+end
+
+-- ---- one request ----
+
+-- The one Authorization and the one DPoP header; all headers are read (no 100-header cap).
+local function credentials()
+  local headers = ngx.req.get_headers(0)
+  return headers["authorization"], headers["dpop"]
+end
+
+local function has_scopes(claims, required)
+  if not required or #required == 0 then return true end
+  local granted = {}
+  if type(claims.scp) == "table" then for _, s in ipairs(claims.scp) do granted[s] = true end end
+  if type(claims.scope) == "string" then for s in claims.scope:gmatch("%S+") do granted[s] = true end end
+  for _, s in ipairs(required) do if not granted[s] then return false end end
+  return true
+end
+
+-- The token: a DPoP-bound JWT from the issuer, sent with the DPoP scheme.
+function Guard:token(auth, now)
+  if type(auth) == "table" then return nil, "invalid_request", "more than one Authorization header" end
   local scheme, token = auth:match("^(%S+)%s+(%S+)%s*$")
-  if not scheme then return deny("invalid_request", "malformed Authorization header") end
-
-  local claims, verr = oktadpop.verify_jwt(token, verification_key(jwks, token), {issuer = opts.issuer, audience = opts.audience, leeway = leeway})
-  if not claims then return deny("invalid_token", verr.message) end
-  if type(claims.exp) ~= "number" then return deny("invalid_token", "the access token has no exp") end
+  if not scheme then return nil, "invalid_request", "malformed Authorization header" end
+  local key = self:key_for(token)
+  if not key then return nil, "invalid_token", "no key of the authorization server matches the token" end
+  local claims, err = oktadpop.verify_jwt(token, key, {issuer = self.opts.issuer, audience = self.opts.audience,
+                                                        leeway = self.opts.leeway, now = now})
+  if not claims then return nil, "invalid_token", err.message end
+  if type(claims.exp) ~= "number" then return nil, "invalid_token", "the access token has no exp" end
   local jkt = type(claims.cnf) == "table" and claims.cnf.jkt
-  if type(jkt) ~= "string" then return deny("invalid_token", "the access token is not DPoP-bound (no cnf.jkt)") end
-  if scheme:lower() ~= "dpop" then
-    return deny("invalid_token", "a DPoP-bound access token must be sent with the DPoP scheme")
-  end
+  if type(jkt) ~= "string" then return nil, "invalid_token", "the access token is not DPoP-bound (no cnf.jkt)" end
+  if scheme:lower() ~= "dpop" then return nil, "invalid_token", "a DPoP-bound access token must be sent with the DPoP scheme" end
+  return claims, token, jkt
+end
 
-  local proof = headers["dpop"]
-  if type(proof) == "table" then return deny("invalid_dpop_proof", "more than one DPoP header") end
-  if not proof then return deny("invalid_dpop_proof", "missing DPoP proof") end
+-- Records the proof's jti for as long as the proof could be accepted: counted from its own
+-- iat, rounded up, one second spare. A full store refuses (fails closed).
+function Guard:first_use(pclaims, now)
+  local o = self.opts
+  local ttl = ceil(pclaims.iat + o.max_age + o.leeway - now) + 1
+  local ok, err = self.replay:add("jti:" .. pclaims.jti, true, ttl > 1 and ttl or 1)
+  if ok then return true end
+  if err ~= "exists" then ngx.log(ngx.ERR, "oktadpop guard: replay store: ", tostring(err)) end
+  return false
+end
 
-  local ttl = max_age + 2 * leeway -- a jti older than this is refused by iat anyway
+function Guard:protect()
+  ngx.update_time()
+  local now = ngx.now()
+  local origin = configured_origin(self.opts)
+  if not origin then return misconfigured("set origin= (server_name is not one plain name, and the Host header is not trusted)") end
+  local auth, proof = credentials()
+  if not auth then return deny(self, ngx.HTTP_UNAUTHORIZED) end
+  local claims, token, jkt = self:token(auth, now)
+  if not claims then return deny(self, ngx.HTTP_UNAUTHORIZED, token, jkt) end
+  if type(proof) == "table" then return deny(self, 400, "invalid_dpop_proof", "more than one DPoP header") end
+  if not proof then return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "missing DPoP proof") end
   local pclaims, perr = oktadpop.verify_dpop_proof(proof, {
-    htm = ngx.req.get_method(), htu = request_htu(opts), access_token = token, jkt = jkt,
-    max_age = max_age, leeway = leeway,
-    -- safe_add never evicts a live jti to make room; a full dict answers "no memory",
-    -- which counts as seen: fail closed. (Size the dict for max_age seconds of proofs.)
-    jti_seen = function(jti)
-      return not replay:safe_add("jti:" .. jti, true, ttl)
-    end,
-  })
-  if not pclaims then return deny(perr.code or "invalid_dpop_proof", perr.message) end
-
+    htm = ngx.req.get_method(), htu = origin .. ngx.var.uri, access_token = token, jkt = jkt,
+    max_age = self.opts.max_age, leeway = self.opts.leeway, now = now})
+  if not pclaims then return deny(self, ngx.HTTP_UNAUTHORIZED, perr.code or "invalid_dpop_proof", perr.message) end
+  if self.nonces and not self:nonce_ok(pclaims.nonce, now) then
+    return deny(self, ngx.HTTP_UNAUTHORIZED, "use_dpop_nonce", "Resource server requires nonce in DPoP proof")
+  end
+  if not self:first_use(pclaims, now) then
+    return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof has been used before")
+  end
+  if not has_scopes(claims, self.opts.required_scopes) then
+    return deny(self, ngx.HTTP_FORBIDDEN, "insufficient_scope", "the access token lacks a required scope",
+                "scope=" .. quote(table.concat(self.opts.required_scopes, " ")))
+  end
+  if self.nonces then ngx.header["DPoP-Nonce"] = self:nonce_for(now) end
   ngx.ctx.oktadpop = {claims = claims, jkt = jkt, proof = pclaims}
+end
+
+-- The options as a string, so that protect{...} (a new table per request) finds its guard.
+local function options_key(opts)
+  local parts = {}
+  for k, v in pairs(opts) do
+    if type(v) == "table" and k == "required_scopes" then v = table.concat(v, " ") end
+    parts[#parts + 1] = tostring(k) .. "=" .. tostring(v)
+  end
+  table.sort(parts)
+  return table.concat(parts, "\n")
+end
+
+-- require("oktadpop.resty.guard").protect(opts): the guard for these options (checked once
+-- per worker), run on this request. A jwks table given inline is keyed by identity: pass the
+-- same table (a module's upvalue) or a file path.
+function _M.protect(opts)
+  local key = type(opts) == "table" and options_key(opts) or ""
+  local g = guards[key]
+  if not g then
+    local err
+    g, err = _M.new(opts)
+    if not g then return misconfigured(err) end
+    guards[key] = g
+  end
+  return g:protect()
 end
 
 return _M

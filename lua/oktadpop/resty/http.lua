@@ -1,0 +1,213 @@
+-- oktadpop.resty.http: the bytes of one HTTP/1.1 exchange over an nginx cosocket, for the
+-- nginx driver. It decides nothing about the protocol; it only makes sure a hostile or broken
+-- server gets a clear error and never a hang or unbounded memory: every line, the header
+-- block, the chunk framing, the trailers and the body have a byte bound, and the whole request
+-- (connect, TLS, send, headers, body) one deadline. TLS is always verified (against
+-- lua_ssl_trusted_certificate); redirects are answered as they are, never followed.
+local core = require("oktadpop").core
+
+local ngx = ngx
+local tcp = ngx.socket.tcp
+local concat, tonumber, tostring, pairs, type = table.concat, tonumber, tostring, pairs, type
+local str_lower, str_find, str_format = string.lower, string.find, string.format
+
+local _M = {}
+
+local MAX_HEAD = 64 * 1024     -- status line and headers
+local MAX_LINE = 1024          -- a chunk-size line, extensions included
+local MAX_TRAILER = 16 * 1024  -- all trailer lines
+local MAX_INTERIM = 8          -- 1xx responses before the final one
+
+local function fail(kind, req, fmt, ...)
+  return {error = core.error(kind, str_format("%s %s failed: ", req.method, req.url) .. str_format(fmt, ...))}
+end
+
+-- scheme, host (IPv6 literals without brackets), port, path of an absolute URL
+function _M.parse_url(url)
+  local scheme, rest = url:match("^(https?)://(.*)$")
+  if not scheme then return nil end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  local host, port = authority:match("^%[([%x:%.]+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:@%[%]]+):?(%d*)$") end
+  if not host or host == "" then return nil end
+  port = tonumber(port) or (scheme == "https" and 443 or 80)
+  if port < 1 or port > 65535 then return nil end
+  if path == "" then path = "/" end
+  return scheme, host, port, path:gsub("#.*$", "")
+end
+
+-- A deadline for the whole request: every socket operation gets what is left of it.
+local function arm(sock, deadline, connect)
+  ngx.update_time()
+  local left = deadline - ngx.now()
+  if left <= 0 then return false end
+  local ms = left * 1000
+  sock:settimeouts(connect and connect < ms and connect or ms, ms, ms)
+  return true
+end
+
+-- Reads up to (not including) pattern, at most max bytes; nil, err past that.
+local function read_until(sock, pattern, max, deadline)
+  local reader, parts, size = sock:receiveuntil(pattern), {}, 0
+  while true do
+    if not arm(sock, deadline) then return nil, "timeout" end
+    local data, err = reader(max + 1 - size)
+    if not data then
+      if err then return nil, err end
+      return concat(parts)
+    end
+    size = size + #data
+    if size > max then return nil, "a line or header block longer than " .. max .. " bytes" end
+    parts[#parts + 1] = data
+  end
+end
+
+local function read_exact(sock, n, deadline)
+  if not arm(sock, deadline) then return nil, "timeout" end
+  return sock:receive(n)
+end
+
+-- The status line and headers of the final response (interim 1xx ones are skipped).
+local function read_head(sock, deadline)
+  for _ = 1, MAX_INTERIM + 1 do
+    local head, err = read_until(sock, "\r\n\r\n", MAX_HEAD, deadline)
+    if not head then return nil, err end
+    local status = tonumber(head:match("^HTTP/1%.[01] (%d%d%d)[ \r\n]") or head:match("^HTTP/1%.[01] (%d%d%d)$"))
+    if not status then return nil, "malformed status line" end
+    if status >= 200 or status == 101 then
+      local headers = {}
+      for line in head:gmatch("\r\n([^\r\n]*)") do
+        local name, value = line:match("^([!#$%%&'*+%-.^_`|~%w]+):[ \t]*(.-)[ \t]*$")
+        if not name then return nil, "malformed header line" end
+        name = str_lower(name)
+        headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+      end
+      return status, headers
+    end
+  end
+  return nil, "too many interim (1xx) responses"
+end
+
+local function read_chunked(sock, limit, deadline)
+  local parts, total = {}, 0
+  while true do
+    local line, err = read_until(sock, "\r\n", MAX_LINE, deadline)
+    if not line then return nil, err end
+    local hex = line:match("^(%x+)[ \t]*;?") or line:match("^(%x+)$")
+    if not hex or #hex > 8 then return nil, "malformed chunk size" end
+    local size = tonumber(hex, 16)
+    if size == 0 then -- trailer lines up to the blank one, bounded in all
+      local seen = 0
+      repeat
+        local trailer, terr = read_until(sock, "\r\n", MAX_LINE, deadline)
+        if not trailer then return nil, terr end
+        seen = seen + #trailer + 2
+        if seen > MAX_TRAILER then return nil, "trailers longer than " .. MAX_TRAILER .. " bytes" end
+      until trailer == ""
+      return concat(parts)
+    end
+    total = total + size
+    if total > limit then return nil, "the response body exceeds max_body" end
+    local chunk, cerr = read_exact(sock, size, deadline)
+    if not chunk then return nil, cerr end
+    parts[#parts + 1] = chunk
+    local crlf, lerr = read_exact(sock, 2, deadline)
+    if crlf ~= "\r\n" then return nil, lerr or "malformed chunk" end
+  end
+end
+
+local function read_to_close(sock, limit, deadline)
+  local parts, total = {}, 0
+  while true do
+    if not arm(sock, deadline) then return nil, "timeout" end
+    local data, err = sock:receiveany(65536)
+    if not data then
+      if err == "closed" then return concat(parts) end
+      return nil, err
+    end
+    total = total + #data
+    if total > limit then return nil, "the response body exceeds max_body" end
+    parts[#parts + 1] = data
+  end
+end
+
+local function read_body(sock, headers, limit, deadline)
+  local te, cl = headers["transfer-encoding"], headers["content-length"]
+  if te then
+    if str_lower(te) ~= "chunked" then return nil, "unsupported Transfer-Encoding " .. te end
+    local body, err = read_chunked(sock, limit, deadline)
+    if not body then return nil, err end
+    return body, true
+  end
+  if cl then
+    if not cl:match("^%d+$") or #cl > 15 then return nil, "malformed Content-Length" end
+    local len = tonumber(cl)
+    if len > limit then return nil, "the response body exceeds max_body" end
+    if len == 0 then return "", true end
+    local body, err = read_exact(sock, len, deadline)
+    if not body then return nil, err end
+    return body, true
+  end
+  local body, err = read_to_close(sock, limit, deadline)
+  if not body then return nil, err end
+  return body, false
+end
+
+local function request_bytes(req, host, port, scheme, path)
+  local default = scheme == "https" and 443 or 80
+  local host_header = (str_find(host, ":", 1, true) and ("[" .. host .. "]") or host) .. (port ~= default and (":" .. port) or "")
+  local lines = {req.method, " ", path, " HTTP/1.1\r\nHost: ", host_header, "\r\n"}
+  for name, value in pairs(req.headers) do
+    value = tostring(value)
+    if not name:match("^[!#$%%&'*+%-.^_`|~%w]+$") or str_find(value, "[\r\n%z]") then return nil, name end
+    lines[#lines + 1] = name .. ": " .. value .. "\r\n"
+  end
+  local body = req.body
+  if not body and (req.method == "POST" or req.method == "PUT" or req.method == "PATCH") then body = "" end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n" end
+  lines[#lines + 1] = "\r\n"
+  lines[#lines + 1] = body
+  return lines
+end
+
+-- transport(session) -> function(send action) -> {status=, headers=, body=} | {error=}
+function _M.transport(session)
+  local max_body, connect_ms = session.max_body, session.connect_timeout * 1000
+  return function(req)
+    local scheme, host, port, path = _M.parse_url(req.url)
+    if not scheme then return fail("config", req, "cannot parse the URL") end
+    local deadline = ngx.now() + (req.timeout or session.timeout)
+    local bytes, bad = request_bytes(req, host, port, scheme, path)
+    if not bytes then return fail("config", req, "header %s has a bad name or a line break", bad) end
+    local sock = tcp()
+    if not arm(sock, deadline, connect_ms) then return fail("timeout", req, "timeout") end
+    local ok, err = sock:connect(host, port)
+    if not ok then return fail(err == "timeout" and "timeout" or "network", req, "connect: %s", err) end
+    if scheme == "https" and sock:getreusedtimes() == 0 then
+      arm(sock, deadline)
+      ok, err = sock:sslhandshake(nil, host, true)
+      if not ok then sock:close() return fail("network", req, "TLS: %s", err) end
+    end
+    if not arm(sock, deadline) then sock:close() return fail("timeout", req, "timeout") end
+    ok, err = sock:send(bytes)
+    if not ok then sock:close() return fail(err == "timeout" and "timeout" or "network", req, "send: %s", err) end
+    local status, headers = read_head(sock, deadline)
+    if not status then sock:close() return fail(headers == "timeout" and "timeout" or "network", req, "%s", headers) end
+    local body, reusable = "", true
+    if req.method ~= "HEAD" and status ~= 204 and status ~= 304 then
+      body, reusable = read_body(sock, headers, max_body, deadline)
+      if not body then
+        sock:close()
+        return fail(reusable == "timeout" and "timeout" or "network", req, "%s", tostring(reusable))
+      end
+    end
+    if reusable and not str_find(str_lower(headers.connection or ""), "close", 1, true) then
+      sock:setkeepalive(60000, 32)
+    else
+      sock:close()
+    end
+    return {status = status, headers = headers, body = body}
+  end
+end
+
+return _M
