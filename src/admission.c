@@ -18,7 +18,7 @@ int ok_admit_send_token(ok_ctx *c) {
   ok_op *op = c->op;
   ok_session *s = c->s;
   long long iat = (long long)floor(ok_server_now(s, c->now));
-  if (!ok_request_token(c->L, s, iat, op->retry_for, op->rl_retries)) return ok_op_fail_pushed(c);
+  if (!ok_request_token(c->L, s, iat, op->retry_for, op->retry_is_token ? op->rl_retries : 0)) return ok_op_fail_pushed(c);
   op->sent_iat = iat;
   ok_op_set_str(&op->sent_nonce, s->cfg.dpop ? s->as_nonce : NULL);
   ok_op_log(c, "token request: POST %s (client_id %s, scope \"%s\", DPoP %s)", s->cfg.token_url, s->cfg.client_id,
@@ -150,7 +150,7 @@ static int send_request(ok_ctx *c) {
   ok_op_uv_get(c, "h");
   ok_op_uv_get(c, "b");
   if (!ok_request_api(L, c->s, op->method, op->url, top + 1, top + 2, (long long)floor(ok_server_now(c->s, c->now)),
-                      op->retry_for, op->rl_retries))
+                      op->retry_for, op->retry_is_token ? 0 : op->rl_retries))
     return ok_op_fail_pushed(c);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);

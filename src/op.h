@@ -23,6 +23,7 @@ typedef struct ok_op {
   char bucket[OK_BUCKET_NAME];
   int nonce_tries, rs_nonce_retried, token_refreshed, rl_retries, srv_retries, skew_retried;
   int holds_lock, holds_slot, admitted, probing;
+  int retry_is_token;              /* the last 429 was the token endpoint's: its retry headers go there */
   long long sent_iat;              /* of the last token request */
   double lock_until, lock_give_up, queue_deadline, wait;
   double interval, stop_at, max_pages, max_items, pages, items;

@@ -26,7 +26,8 @@ static void push_pair(lua_State *L, const char *k, size_t kn, const char *v, siz
  * 0 with nil, err on a bad value. */
 static int add_query_key(lua_State *L, int parts, int qidx, const char *k, size_t kn) {
   int vals, nv;
-  lua_getfield(L, qidx, k);
+  lua_pushlstring(L, k, kn);
+  lua_rawget(L, qidx);
   vals = lua_gettop(L);
   nv = lua_istable(L, vals) ? (int)lua_rawlen(L, vals) : 1;
   for (int j = 1; j <= nv; j++) {
@@ -47,38 +48,49 @@ static int add_query_key(lua_State *L, int parts, int qidx, const char *k, size_
   return 1;
 }
 
-/* Pushes the query string of the table at qidx in key order (URLs are reproducible). */
-static int push_query(lua_State *L, int qidx) {
-  int keys, parts, n = 0;
-  lua_newtable(L);
-  keys = lua_gettop(L);
-  lua_newtable(L);
-  parts = lua_gettop(L);
+static int by_name(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The keys of the query table at qidx, sorted (URLs are reproducible) in a GC'd array; the
+ * strings stay alive in the table. Pushes the array; 0 with nil, err on a key that is not a
+ * string. */
+static int sorted_keys(lua_State *L, int qidx, const char ***keys, int *n) {
+  int count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, qidx)) { lua_pop(L, 1); count++; }
+  *keys = lua_newuserdata(L, sizeof **keys * (size_t)(count ? count : 1));
+  *n = 0;
   lua_pushnil(L);
   while (lua_next(L, qidx)) {
     lua_pop(L, 1);
     if (lua_type(L, -1) != LUA_TSTRING) { ok_fail(L, "config", "query keys must be strings"); return 0; }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, keys, ++n);
+    (*keys)[(*n)++] = lua_tostring(L, -1);
   }
-  lua_getglobal(L, "table");
-  lua_getfield(L, -1, "sort");
-  lua_pushvalue(L, keys);
-  lua_call(L, 1, 0);
-  for (int i = 1; i <= n; i++) {
-    size_t kn;
-    const char *k;
-    lua_rawgeti(L, keys, i);
-    k = lua_tolstring(L, -1, &kn);
-    if (!add_query_key(L, parts, qidx, k, kn)) return 0;
-    lua_pop(L, 1);
+  qsort((void *)*keys, (size_t)*n, sizeof **keys, by_name);
+  return 1;
+}
+
+/* Pushes the query string of the table at qidx ("a=1&b=2"), keys in byte order. */
+static int push_query(lua_State *L, int qidx) {
+  const char **keys;
+  int n, parts, arr;
+  luaL_Buffer b;
+  if (!sorted_keys(L, qidx, &keys, &n)) return 0;
+  arr = lua_gettop(L);
+  lua_newtable(L);
+  parts = lua_gettop(L);
+  for (int i = 0; i < n; i++)
+    if (!add_query_key(L, parts, qidx, keys[i], strlen(keys[i]))) return 0;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= (int)lua_rawlen(L, parts); i++) {
+    if (i > 1) luaL_addchar(&b, '&');
+    lua_rawgeti(L, parts, i);
+    luaL_addvalue(&b);
   }
-  lua_getfield(L, -1, "concat"); /* table.concat(parts, "&") */
-  lua_pushvalue(L, parts);
-  lua_pushliteral(L, "&");
-  lua_call(L, 2, 1);
-  lua_replace(L, keys);
-  lua_settop(L, keys);
+  luaL_pushresult(&b);
+  lua_replace(L, arr);
+  lua_settop(L, arr);
   return 1;
 }
 

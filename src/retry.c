@@ -61,6 +61,7 @@ static int on_rate_limited(ok_ctx *c, int hidx) {
   double wait = ok_result_rate_wait(c->L, hidx, ok_server_now(c->s, c->now));
   if (c->op->rl_retries >= c->s->cfg.max_retries || wait > c->s->cfg.max_retry_wait) return 0;
   ok_op_set_str(&c->op->retry_for, ok_header(c->L, hidx, "x-okta-request-id"));
+  c->op->retry_is_token = c->op->phase == PH_TOKEN;
   c->op->rl_retries++;
   c->s->rate_waits++;
   ok_op_log(c, "rate limited (429): waiting %.1f s (retry %d of %.0f)", wait, c->op->rl_retries, c->s->cfg.max_retries);

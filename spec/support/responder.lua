@@ -2,7 +2,7 @@
 -- that records every byte it receives) from busted specs, like spec/support/emulator.lua.
 --
 --   local responder = require "spec.support.responder"
---   local r = responder.start{tls = "server" | "wrong-host" | "unknown-ca" | nil}
+--   local r = responder.start{tls = "server" | "wrong-host" | "unknown-ca" | nil, script = {...}}
 --   r.url, r.port         where it listens (127.0.0.1, port 0)
 --   r.ca_file             with tls: the test CA of test/emulator/make-tls.sh (the emulator's)
 --   r:requests()          {n=, method=, target=, raw=} for every request received, in order
@@ -22,6 +22,11 @@ function M.start(opts)
   local dir = emulator.mktemp_dir("oktadpop-responder")
   local self = setmetatable({dir = dir}, R)
   local args = {"node", emulator.repo_root() .. "/spec/support/responder.mjs", "--dir", dir}
+  if opts.script then
+    require("spec.support.util").write(dir .. "/script.json", cjson.encode(opts.script))
+    args[#args + 1] = "--script"
+    args[#args + 1] = dir .. "/script.json"
+  end
   if opts.tls then
     local cert = emulator.tls().dir .. "/" .. opts.tls -- server, wrong-host or unknown-ca
     self.ca_file = emulator.tls().ca_file

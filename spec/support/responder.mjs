@@ -23,6 +23,11 @@
 //   /lone-surrogate           200, JSON with a "\ud800" escape
 //   /not-json                 200, Content-Type application/json, body <html>
 //   anything else             404 JSON
+// With --script FILE (a JSON list of {status, headers, body, reset_in}), every request gets the
+// next answer of the list instead, whatever its path, with a Date header; reset_in N sets
+// X-Rate-Limit-Reset to now + N seconds; $BASE in a header value is this server's URL. Past
+// the end of the list: 500. That plays one scripted
+// conversation to any client (spec/onecore_spec.lua plays the same one to both drivers).
 // SIGTERM stops it; --watch-pid stops it once that process is gone.
 import fs from 'node:fs';
 import net from 'node:net';
@@ -53,7 +58,22 @@ function sendFull(sock, status, body, type = 'application/json', extra = []) {
 const BOMB = zlib.gzipSync(Buffer.concat([Buffer.from('{"pad":"'), Buffer.alloc(16 << 20, 0x30), Buffer.from('"}')]),
   { level: 9 });
 
+const script = args.script ? JSON.parse(fs.readFileSync(args.script, 'utf8')) : null;
+let played = 0;
+let base = '';
+
+function playScript(sock) {
+  const a = script[played++];
+  if (!a) return sendFull(sock, '500 Internal Server Error', '{"errorSummary":"the script is over"}');
+  const extra = [['Date', new Date().toUTCString()]];
+  for (const [k, v] of Object.entries(a.headers || {})) extra.push([k, String(v).replaceAll('$BASE', base)]);
+  if (a.reset_in !== undefined) extra.push(['X-Rate-Limit-Reset', String(Math.floor(Date.now() / 1000) + a.reset_in)]);
+  const body = a.body === undefined ? '' : typeof a.body === 'string' ? a.body : JSON.stringify(a.body);
+  return sendFull(sock, `${a.status} Scripted`, body, typeof a.body === 'string' ? 'text/html' : 'application/json', extra);
+}
+
 function respond(sock, method, target) {
+  if (script) return playScript(sock);
   const url = new URL(target, 'http://x');
   const p = url.pathname;
   const timers = [];
@@ -151,6 +171,7 @@ if (args['tls-cert']) {
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   const scheme = args['tls-cert'] ? 'https' : 'http';
+  base = `${scheme}://127.0.0.1:${port}`;
   const ready = path.join(dir, 'ready.json');
   fs.writeFileSync(ready + '.tmp', JSON.stringify({ port, url: `${scheme}://127.0.0.1:${port}` }));
   fs.renameSync(ready + '.tmp', ready);

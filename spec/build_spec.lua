@@ -1,0 +1,87 @@
+-- The build and the design, checked on the built objects: what the .so needs and exports,
+-- that the protocol core does no I/O and calls no driver (its objects' undefined symbols, and
+-- its includes), and that the Makefile rebuilds on a flag change and names a missing package.
+local util = require "spec.support.util"
+
+local sh = util.sh
+
+-- The core, and the pure helpers under it (see src/core.h and src/pure.h).
+local CORE = {"config", "session", "request", "operation", "admission", "retry", "pages", "result", "core", "ratelimit"}
+local PURE = {"http", "url", "dotenv", "ratelimit"}
+
+-- Names the core must never call: a driver's, libcurl's, or any I/O, clock or environment.
+local FORBIDDEN = {
+  "^curl_", "^ok_xfer_", "^ok_engine_", "^ok_store_", "^ok_setup_", "^ok_client_", "^ok_wall_clock$",
+  "^ok_read_small_file$", "^ok_key_file_mode$",
+  "^open", "^read$", "^write$", "^close$", "^fopen", "^fread$", "^fwrite$", "^v?fprintf$", "^__v?fprintf_chk$",
+  "^printf$", "^__printf_chk$", "^puts$", "^fputs$", "^f?stat", "^__x?stat", "^access$", "^getenv$", "^secure_getenv$",
+  "^time$", "^clock_gettime$", "^gettimeofday$", "^nanosleep$", "^u?sleep$", "^socket$", "^connect$", "^send",
+  "^recv", "^poll$", "^select$", "^lua_[pc]?call", "^lua_callk$", "^lua_pcallk$",
+}
+
+local function undefined(obj)
+  local names = {}
+  for name in sh("nm -u " .. obj):gmatch("U ([%w_@.]+)") do names[#names + 1] = name:gsub("@.*$", "") end
+  return names
+end
+
+describe("the build", function()
+  for _, so in ipairs({"build/5.4/oktadpop.so", "build/5.1/oktadpop.so"}) do
+    it(so .. " needs libcrypto, libcurl and libm, and exports only luaopen_oktadpop", function()
+      local dyn = sh("readelf -d " .. so)
+      for _, lib in ipairs({"libcrypto.so", "libcurl.so", "libm.so"}) do
+        assert.matches("NEEDED.-%[" .. lib:gsub("%.", "%%."), dyn)
+      end
+      assert.is_nil(dyn:match("liblua"), "the host supplies Lua: never linked")
+      local exported = {}
+      for name in sh("nm -D --defined-only " .. so):gmatch("%x+ [TDBRV] ([%w_]+)") do exported[#exported + 1] = name end
+      assert.same({"luaopen_oktadpop"}, exported)
+    end)
+  end
+
+  it("keeps the protocol core free of I/O, clocks, the environment and drivers", function()
+    for _, f in ipairs(CORE) do
+      for _, name in ipairs(undefined("build/5.4/" .. f .. ".o")) do
+        for _, bad in ipairs(FORBIDDEN) do
+          assert.is_nil(name:match(bad), ("src/%s.c calls %s"):format(f, name))
+        end
+      end
+      local src = util.readfile("src/" .. f .. ".c")
+      assert.is_nil(src:match('#include "driver.h"'), "src/" .. f .. ".c includes driver.h")
+      assert.is_nil(src:match("#include <curl/"), "src/" .. f .. ".c includes curl")
+    end
+    for _, h in ipairs({"core.h", "op.h", "oktadpop.h", "pure.h"}) do
+      assert.is_nil(util.readfile("src/" .. h):match("#include [<\"]curl"), h .. " includes curl")
+      assert.is_nil(util.readfile("src/" .. h):match('#include "driver.h"'), h .. " includes driver.h")
+    end
+  end)
+
+  it("keeps the pure helpers free of Lua", function()
+    for _, f in ipairs(PURE) do
+      for _, name in ipairs(undefined("build/5.4/" .. f .. ".o")) do
+        assert.is_nil(name:match("^lua"), ("src/%s.c calls %s"):format(f, name))
+      end
+    end
+  end)
+
+  it("names the package pkg-config cannot find, and stops", function()
+    local out, rc = sh("(make -s BUILD=build/spec-nopc PKG_CONFIG=false 2>&1; echo rc=$?)"):match("^(.*)rc=(%d+)")
+    assert.are_not.equal("0", rc)
+    assert.matches("pkg-config cannot find lua5.4: install the Debian package liblua5.4-dev", out, 1, true)
+    assert.is_nil(out:match("\ncc "), "nothing is compiled without the flags")
+    os.execute("rm -rf build/spec-nopc")
+  end)
+
+  it("rebuilds when a flag changes, and only then; refuses an unknown LUA", function()
+    local dir = "build/spec-flags"
+    os.execute("rm -rf " .. dir)
+    local function build(cflags)
+      return sh(("(make -j2 BUILD=%s CFLAGS='%s' %s/oktadpop.so 2>&1)"):format(dir, cflags, dir))
+    end
+    assert.matches("src/session.c", build("-O0"))
+    assert.is_nil(build("-O0"):match("src/session.c"), "nothing changed: nothing rebuilt")
+    assert.matches("src/session.c", build("-O0 -DOKTADPOP_SPEC"))
+    os.execute("rm -rf " .. dir)
+    assert.matches("LUA must be lua5.4 or luajit", sh("(make -n LUA=lua5.3 2>&1)"), 1, true)
+  end)
+end)
