@@ -495,3 +495,92 @@ describe("client_assertion", function()
     end
   end)
 end)
+
+-- ---------------------------------------------------------------------------------------
+-- Strict JOSE: what a forged or odd token must not get through (security review, round two)
+-- ---------------------------------------------------------------------------------------
+
+describe("strict JOSE", function()
+  local NOW, HTU = 1700000000, "https://org.example/api/v1/users"
+  local key
+  setup(function() key = assert(oktadpop.generate_key("ES256")) end)
+
+  -- A proof signed over any header and claims, to see what verify_dpop_proof makes of it.
+  local function proof(header, claims)
+    local h = {typ = "dpop+jwt", jwk = key:public_jwk()}
+    h.jwk.kid, h.jwk.alg, h.jwk.use = nil, nil, nil
+    for k, v in pairs(header or {}) do h[k] = v end
+    local c = {jti = "jti-0123456789abcdef", htm = "GET", htu = HTU, iat = NOW, ath = oktadpop.ath("tok")}
+    for k, v in pairs(claims or {}) do c[k] = v end
+    return assert(oktadpop.sign_jwt(key, c, h))
+  end
+  local function verify(p) return oktadpop.verify_dpop_proof(p, {htm = "GET", htu = HTU, now = NOW, access_token = "tok"}) end
+
+  it("accepts the control proof", function()
+    assert.is_table(verify(proof()))
+  end)
+
+  it("refuses a crit header parameter, and b64=false (RFC 7515 section 4.1.11, RFC 7797)", function()
+    expect_fail("header", verify(proof{crit = {"exp"}}))
+    expect_fail("header", verify(proof{crit = {"b64"}, b64 = false}))
+    expect_fail("header", verify(proof{b64 = false}))
+    local jwt = assert(oktadpop.sign_jwt(key, {sub = "s"}, {crit = {"x-unknown"}, ["x-unknown"] = 1}))
+    expect_fail("header", oktadpop.verify_jwt(jwt, key))
+  end)
+
+  it("compares every byte: a NUL and junk after a right prefix never matches", function()
+    local NUL = "\0junk"
+    expect_fail("typ", verify(proof{typ = "dpop+jwt" .. NUL}))
+    expect_fail("htm", verify(proof(nil, {htm = "GET" .. NUL})))
+    expect_fail("ath", verify(proof(nil, {ath = oktadpop.ath("tok") .. NUL})))
+    local jwt = assert(oktadpop.sign_jwt(key, {iss = "https://issuer" .. NUL, aud = {"api" .. NUL}, sub = "s"}))
+    expect_fail("iss", oktadpop.verify_jwt(jwt, key, {issuer = "https://issuer"}))
+    expect_fail("aud", oktadpop.verify_jwt(jwt, key, {audience = "api"}))
+    local alg = util.b64url('{"alg":"ES256\\u0000x","typ":"dpop+jwt"}') .. "." .. util.b64url('{"a":1}') .. ".sig"
+    expect_fail("alg", oktadpop.verify_jwt(alg, key))
+  end)
+
+  it("compares typ as a media type: case does not matter, application/ may be there", function()
+    assert.is_table(verify(proof{typ = "DPoP+JWT"}))
+    assert.is_table(verify(proof{typ = "application/dpop+jwt"}))
+    expect_fail("typ", verify(proof{typ = "jwt"}))
+  end)
+
+  it("refuses an exp that JSON turns into infinity (a token that would never expire)", function()
+    local rsa = assert(oktadpop.generate_key("RS256"))
+    local pem = util.tmpfile(rsa:to_pem(true))
+    local function signed(claims_json) -- signed by the openssl CLI: oktadpop's encoder refuses infinity
+      local input = util.b64url('{"alg":"RS256"}') .. "." .. util.b64url(claims_json)
+      local sig = util.sh("openssl dgst -sha256 -sign " .. pem .. " -binary " .. util.tmpfile(input) .. " | base64 -w0")
+      return input .. "." .. sig:gsub("=", ""):gsub("+", "-"):gsub("/", "_")
+    end
+    expect_fail("exp", oktadpop.verify_jwt(signed('{"sub":"s","exp":1e309}'), rsa))
+    assert.is_table(oktadpop.verify_jwt(signed('{"sub":"s","exp":4102444800}'), rsa)) -- the control
+  end)
+
+  it("refuses an RSA public key whose exponent is 1 (every 'signature' would verify)", function()
+    local rsa = assert(oktadpop.generate_key("RS256")):public_jwk()
+    rsa.e = "AQ"
+    local k, err = oktadpop.load_key(rsa)
+    assert.is_nil(k)
+    assert.equal("key", err.kind)
+    assert.matches("exponent", err.message, 1, true)
+    rsa.e = "Ag" -- 2: even
+    assert.is_nil((oktadpop.load_key(rsa)))
+  end)
+
+  it("refuses times past what a number can mean before any cast", function()
+    for _, opts in ipairs{{htm = "GET", htu = HTU, iat = 1e300}, {htm = "GET", htu = HTU, iat = -1},
+                          {htm = "GET", htu = HTU, iat = 0 / 0}} do
+      local p, err = oktadpop.dpop_proof(key, opts)
+      assert.is_nil(p)
+      assert.equal("config", err.kind)
+    end
+    local a, err = oktadpop.client_assertion(key, "c", "a", {iat = 1e300})
+    assert.is_nil(a)
+    assert.equal("config", err.kind)
+    a, err = oktadpop.verify_jwt(assert(oktadpop.sign_jwt(key, {sub = "s"})), key, {now = -math.huge})
+    assert.is_nil(a)
+    assert.equal("config", err.kind)
+  end)
+end)

@@ -156,6 +156,22 @@ describe("lifetimes", function()
     end
   end)
 
+  it("answers a client whose key was freed by hand (its __gc called) with an error, never a crash", function()
+    local dpop = assert(oktadpop.generate_key("ES256"))
+    local okta = client{dpop_key = dpop}
+    assert(okta:get("/api/v1/users", {limit = 1}))
+    getmetatable(dpop).__gc(dpop)
+    getmetatable(dpop).__gc(dpop) -- twice is harmless too
+    local body, err = okta:get("/api/v1/users", {limit = 1})
+    assert.is_nil(body)
+    assert.equal("key", err.kind)
+    assert.matches("freed", err.message, 1, true)
+    local ok, raised = pcall(oktadpop.dpop_proof, dpop, {htm = "GET", htu = "https://a.example/"})
+    assert.is_false(ok) -- a freed key as an argument is a programmer's error
+    assert.matches("freed", tostring(raised), 1, true)
+    assert.matches("freed", tostring(dpop), 1, true)
+  end)
+
   it("lets a key outlive the client that loaded it", function()
     local okta = client()
     local k = okta.dpop_key

@@ -25,6 +25,10 @@ local function start_nginx(dir, emu, workers)
       local body, err = require("nginx_app").client():get("/api/v1/users/user1@example.com")
       ngx.say(body and body.profile.login or tostring(err))
     } }
+    location = /scope { content_by_lua_block {
+      local _, info = require("nginx_app").client(ngx.var.arg_s):token()
+      ngx.say(info and info.scope or "none")
+    } }
     location = /jtis { content_by_lua_block {
       local o = require "oktadpop"
       local key = o.generate_key("ES256")
@@ -75,13 +79,14 @@ describe("oktadpop.resty in nginx", function()
     write(dir .. "/jwks.json", sh("curl -s " .. emu.url .. "/oauth2/v1/keys"))
     write(dir .. "/nginx_app.lua", ([[
 local resty = require "oktadpop.resty"
-local M, client = {}, nil
-function M.client() -- one client per worker; the token and nonces are shared by all of them
-  if not client then
-    client = assert(resty.new{org_url = %q, client_id = %q, scopes = "okta.users.read okta.groups.read",
+local M, clients = {}, {}
+function M.client(scopes) -- one client per worker (and scopes); tokens are shared through the dict
+  scopes = scopes or "okta.users.read okta.groups.read"
+  if not clients[scopes] then
+    clients[scopes] = assert(resty.new{org_url = %q, client_id = %q, scopes = scopes,
       private_key = %q, kid = "nginx-cc", dpop_key = %q, shared_dict = "oktadpop"})
   end
-  return client
+  return clients[scopes]
 end
 return M
 ]]):format(emu.url, CLIENT_ID, dir .. "/cc.pem", dir .. "/dpop.pem"))
@@ -150,6 +155,15 @@ echo "$t1 $t2 $t0 $t3"
       print(("\nshared token: %d token requests (%d successful) for 200 calls over 4 workers"):format(count("token"), count("token", 200)))
       assert.equal(1, count("token", 200))
       assert.is_true(count("token") <= 2) -- the use_dpop_nonce answer and the success
+    end)
+
+    it("never shares a token between clients whose scopes differ", function()
+      emu:reset()
+      for _ = 1, 3 do
+        assert.equal("okta.users.read\n", sh("curl -s '" .. server.url .. "/scope?s=okta.users.read'"))
+        assert.equal("okta.groups.read\n", sh("curl -s '" .. server.url .. "/scope?s=okta.groups.read'"))
+      end
+      assert.equal(2, count("token", 200)) -- one token per scope set, shared by the workers
     end)
 
     it("gives every worker its own jtis after the fork", function()

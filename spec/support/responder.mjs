@@ -22,6 +22,12 @@
 //   /bad-utf8                 200, JSON whose strings hold invalid UTF-8
 //   /lone-surrogate           200, JSON with a "\ud800" escape
 //   /not-json                 200, Content-Type application/json, body <html>
+//   /endless-chunk-size       200 chunked, then a chunk-size line that never ends (1 KiB/10 ms)
+//   /endless-trailers         200 chunked, a last chunk, then trailer lines that never end
+//   /negative-length          200 with Content-Length: -1
+//   /hex-length               200 with Content-Length: 0x2
+//   /continue-100             100 Continue, then 200 {"ok":true}
+//   /many-continue            100 Continue, forever (every 10 ms)
 //   anything else             404 JSON
 // With --script FILE (a JSON list of {status, headers, body, reset_in}), every request gets the
 // next answer of the list instead, whatever its path, with a Date header; reset_in N sets
@@ -133,6 +139,24 @@ function respond(sock, method, target) {
         Buffer.from('","ok":true}')]));
     case '/lone-surrogate': return sendFull(sock, '200 OK', '{"s":"\\ud800"}');
     case '/not-json': return sendFull(sock, '200 OK', '<html>oops</html>');
+    case '/endless-chunk-size':
+      sock.write(head('200 OK', [['Content-Type', 'application/json'], ['Transfer-Encoding', 'chunked']]));
+      timers.push(setInterval(() => sock.write('f'.repeat(1024)), 10));
+      return;
+    case '/endless-trailers':
+      sock.write(head('200 OK', [['Content-Type', 'application/json'], ['Transfer-Encoding', 'chunked']]) + '2\r\n{}\r\n0\r\n');
+      timers.push(setInterval(() => sock.write('X-Trailer: ' + 't'.repeat(1000) + '\r\n'), 10));
+      return;
+    case '/negative-length':
+      return sock.end(head('200 OK', [['Content-Type', 'application/json'], ['Content-Length', '-1']]) + '{}');
+    case '/hex-length':
+      return sock.end(head('200 OK', [['Content-Type', 'application/json'], ['Content-Length', '0x2']]) + '{}');
+    case '/continue-100':
+      sock.write('HTTP/1.1 100 Continue\r\n\r\n');
+      return sendFull(sock, '200 OK', '{"ok":true}');
+    case '/many-continue':
+      timers.push(setInterval(() => sock.write('HTTP/1.1 100 Continue\r\n\r\n'), 10));
+      return;
     default: return sendFull(sock, '404 Not Found', '{"errorCode":"E0000007","errorSummary":"Not found"}');
   }
 }

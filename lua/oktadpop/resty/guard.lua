@@ -19,7 +19,8 @@ local ALGS = 'algs="ES256 ES384 ES512 RS256 RS384 RS512"'
 local DEFAULTS = {max_age = 60, leeway = 5, refetch_interval = 60, jwks_ttl = 3600, nonce_lifetime = 300}
 local OPTIONS = {jwks = true, jwks_uri = true, issuer = true, audience = true, required_scopes = true,
                  replay_dict = true, replay_store = true, cache_dict = true, nonce_dict = true, origin = true,
-                 max_age = true, leeway = true, refetch_interval = true, jwks_ttl = true, nonce_lifetime = true}
+                 max_age = true, leeway = true, refetch_interval = true, jwks_ttl = true, nonce_lifetime = true,
+                 clock = true}
 local guards = {} -- a checked guard per distinct options, per worker
 
 local function quote(s)
@@ -210,6 +211,8 @@ function _M.new(opts)
     g.nonce_for = false
   end
   if o.required_scopes ~= nil and type(o.required_scopes) ~= "table" then return nil, "required_scopes must be a list" end
+  if o.clock ~= nil and type(o.clock) ~= "function" then return nil, "clock must be a function returning epoch seconds" end
+  g.clock = o.clock or function() ngx.update_time() return ngx.now() end
   return g
 end
 
@@ -259,8 +262,7 @@ function Guard:first_use(pclaims, now)
 end
 
 function Guard:protect()
-  ngx.update_time()
-  local now = ngx.now()
+  local now = self.clock()
   local origin = configured_origin(self.opts)
   if not origin then return misconfigured("set origin= (server_name is not one plain name, and the Host header is not trusted)") end
   local auth, proof = credentials()
@@ -269,8 +271,10 @@ function Guard:protect()
   if not claims then return deny(self, ngx.HTTP_UNAUTHORIZED, token, jkt) end
   if type(proof) == "table" then return deny(self, 400, "invalid_dpop_proof", "more than one DPoP header") end
   if not proof then return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "missing DPoP proof") end
+  local path = ngx.var.uri
+  if path:sub(1, 1) ~= "/" then return deny(self, 400, "invalid_request", "the request path must start with /") end
   local pclaims, perr = oktadpop.verify_dpop_proof(proof, {
-    htm = ngx.req.get_method(), htu = origin .. ngx.var.uri, access_token = token, jkt = jkt,
+    htm = ngx.req.get_method(), htu = origin .. path, access_token = token, jkt = jkt,
     max_age = self.opts.max_age, leeway = self.opts.leeway, now = now})
   if not pclaims then return deny(self, ngx.HTTP_UNAUTHORIZED, perr.code or "invalid_dpop_proof", perr.message) end
   if self.nonces and not self:nonce_ok(pclaims.nonce, now) then

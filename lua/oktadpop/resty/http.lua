@@ -33,7 +33,7 @@ function _M.parse_url(url)
   port = tonumber(port) or (scheme == "https" and 443 or 80)
   if port < 1 or port > 65535 then return nil end
   if path == "" then path = "/" end
-  return scheme, host, port, path:gsub("#.*$", "")
+  return scheme, host, port, (path:gsub("#.*$", ""))
 end
 
 -- A deadline for the whole request: every socket operation gets what is left of it.
@@ -46,31 +46,76 @@ local function arm(sock, deadline, connect)
   return true
 end
 
--- Reads up to (not including) pattern, at most max bytes; nil, err past that.
-local function read_until(sock, pattern, max, deadline)
-  local reader, parts, size = sock:receiveuntil(pattern), {}, 0
-  while true do
-    if not arm(sock, deadline) then return nil, "timeout" end
-    local data, err = reader(max + 1 - size)
-    if not data then
-      if err then return nil, err end
-      return concat(parts)
-    end
-    size = size + #data
-    if size > max then return nil, "a line or header block longer than " .. max .. " bytes" end
-    parts[#parts + 1] = data
-  end
+-- A buffered reader over the socket. It reads with receiveany, which returns as soon as any
+-- bytes arrive, and checks the deadline before every read: a server trickling one byte at a
+-- time cannot stretch a request past its deadline, as a per-operation timeout would let it.
+local Reader = {}
+Reader.__index = Reader
+
+local function reader(sock, deadline)
+  return setmetatable({sock = sock, deadline = deadline, buf = ""}, Reader)
 end
 
-local function read_exact(sock, n, deadline)
-  if not arm(sock, deadline) then return nil, "timeout" end
-  return sock:receive(n)
+function Reader:fill()
+  if not arm(self.sock, self.deadline) then return nil, "timeout" end
+  local data, err = self.sock:receiveany(65536)
+  if not data then return nil, err end
+  self.buf = self.buf .. data
+  return true
+end
+
+-- Up to (not including) pattern, at most max bytes; nil, err past that.
+function Reader:upto(pattern, max)
+  while true do
+    local s, e = str_find(self.buf, pattern, 1, true)
+    if s then
+      if s - 1 > max then break end
+      local out = self.buf:sub(1, s - 1)
+      self.buf = self.buf:sub(e + 1)
+      return out
+    end
+    if #self.buf > max + #pattern then break end
+    local ok, err = self:fill()
+    if not ok then return nil, err end
+  end
+  return nil, "a line or header block longer than " .. max .. " bytes"
+end
+
+function Reader:exact(n)
+  local parts, have = {self.buf}, #self.buf
+  self.buf = ""
+  while have < n do
+    if not arm(self.sock, self.deadline) then return nil, "timeout" end
+    local data, err = self.sock:receiveany(n - have < 65536 and n - have or 65536)
+    if not data then return nil, err end
+    parts[#parts + 1] = data
+    have = have + #data
+  end
+  local all = concat(parts)
+  self.buf = all:sub(n + 1)
+  return all:sub(1, n)
+end
+
+function Reader:to_close(limit)
+  local parts, total = {self.buf}, #self.buf
+  self.buf = ""
+  while total <= limit do
+    if not arm(self.sock, self.deadline) then return nil, "timeout" end
+    local data, err = self.sock:receiveany(65536)
+    if not data then
+      if err == "closed" then return concat(parts) end
+      return nil, err
+    end
+    total = total + #data
+    parts[#parts + 1] = data
+  end
+  return nil, "the response body exceeds max_body"
 end
 
 -- The status line and headers of the final response (interim 1xx ones are skipped).
-local function read_head(sock, deadline)
+local function read_head(r)
   for _ = 1, MAX_INTERIM + 1 do
-    local head, err = read_until(sock, "\r\n\r\n", MAX_HEAD, deadline)
+    local head, err = r:upto("\r\n\r\n", MAX_HEAD)
     if not head then return nil, err end
     local status = tonumber(head:match("^HTTP/1%.[01] (%d%d%d)[ \r\n]") or head:match("^HTTP/1%.[01] (%d%d%d)$"))
     if not status then return nil, "malformed status line" end
@@ -88,18 +133,18 @@ local function read_head(sock, deadline)
   return nil, "too many interim (1xx) responses"
 end
 
-local function read_chunked(sock, limit, deadline)
+local function read_chunked(r, limit)
   local parts, total = {}, 0
   while true do
-    local line, err = read_until(sock, "\r\n", MAX_LINE, deadline)
+    local line, err = r:upto("\r\n", MAX_LINE)
     if not line then return nil, err end
-    local hex = line:match("^(%x+)[ \t]*;?") or line:match("^(%x+)$")
+    local hex = line:match("^(%x+)[ \t]*;") or line:match("^(%x+)[ \t]*$")
     if not hex or #hex > 8 then return nil, "malformed chunk size" end
     local size = tonumber(hex, 16)
     if size == 0 then -- trailer lines up to the blank one, bounded in all
       local seen = 0
       repeat
-        local trailer, terr = read_until(sock, "\r\n", MAX_LINE, deadline)
+        local trailer, terr = r:upto("\r\n", MAX_LINE)
         if not trailer then return nil, terr end
         seen = seen + #trailer + 2
         if seen > MAX_TRAILER then return nil, "trailers longer than " .. MAX_TRAILER .. " bytes" end
@@ -108,34 +153,19 @@ local function read_chunked(sock, limit, deadline)
     end
     total = total + size
     if total > limit then return nil, "the response body exceeds max_body" end
-    local chunk, cerr = read_exact(sock, size, deadline)
+    local chunk, cerr = r:exact(size + 2)
     if not chunk then return nil, cerr end
-    parts[#parts + 1] = chunk
-    local crlf, lerr = read_exact(sock, 2, deadline)
-    if crlf ~= "\r\n" then return nil, lerr or "malformed chunk" end
+    if chunk:sub(-2) ~= "\r\n" then return nil, "malformed chunk" end
+    parts[#parts + 1] = chunk:sub(1, -3)
   end
 end
 
-local function read_to_close(sock, limit, deadline)
-  local parts, total = {}, 0
-  while true do
-    if not arm(sock, deadline) then return nil, "timeout" end
-    local data, err = sock:receiveany(65536)
-    if not data then
-      if err == "closed" then return concat(parts) end
-      return nil, err
-    end
-    total = total + #data
-    if total > limit then return nil, "the response body exceeds max_body" end
-    parts[#parts + 1] = data
-  end
-end
-
-local function read_body(sock, headers, limit, deadline)
+-- The body, and whether the connection can be used again.
+local function read_body(r, headers, limit)
   local te, cl = headers["transfer-encoding"], headers["content-length"]
   if te then
     if str_lower(te) ~= "chunked" then return nil, "unsupported Transfer-Encoding " .. te end
-    local body, err = read_chunked(sock, limit, deadline)
+    local body, err = read_chunked(r, limit)
     if not body then return nil, err end
     return body, true
   end
@@ -143,12 +173,11 @@ local function read_body(sock, headers, limit, deadline)
     if not cl:match("^%d+$") or #cl > 15 then return nil, "malformed Content-Length" end
     local len = tonumber(cl)
     if len > limit then return nil, "the response body exceeds max_body" end
-    if len == 0 then return "", true end
-    local body, err = read_exact(sock, len, deadline)
+    local body, err = r:exact(len)
     if not body then return nil, err end
     return body, true
   end
-  local body, err = read_to_close(sock, limit, deadline)
+  local body, err = r:to_close(limit)
   if not body then return nil, err end
   return body, false
 end
@@ -191,17 +220,18 @@ function _M.transport(session)
     if not arm(sock, deadline) then sock:close() return fail("timeout", req, "timeout") end
     ok, err = sock:send(bytes)
     if not ok then sock:close() return fail(err == "timeout" and "timeout" or "network", req, "send: %s", err) end
-    local status, headers = read_head(sock, deadline)
+    local r = reader(sock, deadline)
+    local status, headers = read_head(r)
     if not status then sock:close() return fail(headers == "timeout" and "timeout" or "network", req, "%s", headers) end
     local body, reusable = "", true
     if req.method ~= "HEAD" and status ~= 204 and status ~= 304 then
-      body, reusable = read_body(sock, headers, max_body, deadline)
+      body, reusable = read_body(r, headers, max_body)
       if not body then
         sock:close()
         return fail(reusable == "timeout" and "timeout" or "network", req, "%s", tostring(reusable))
       end
     end
-    if reusable and not str_find(str_lower(headers.connection or ""), "close", 1, true) then
+    if reusable and r.buf == "" and not str_find(str_lower(headers.connection or ""), "close", 1, true) then
       sock:setkeepalive(60000, 32)
     else
       sock:close()
