@@ -46,9 +46,9 @@ local function wait_for(path, tries)
   end
 end
 
--- Starts nginx; opts: dir, workers (1), http, server, log_level ("warn"), conf (a whole config
--- whose "%PORT%" is replaced by the port chosen), conf_path (where to write it, default
--- dir/nginx.conf).
+-- Starts nginx; opts: dir, workers (1), http, server, log_level ("warn"), conf (a whole config),
+-- conf_path (where to write it, default dir/nginx.conf). "%PORT%" anywhere in them becomes the
+-- port chosen.
 function M.start(opts)
   local dir = opts.dir
   os.execute("mkdir -p " .. dir .. "/tmp")
@@ -59,7 +59,7 @@ function M.start(opts)
       conf = opts.conf:gsub("%%PORT%%", tostring(port))
     else
       conf = TEMPLATE:format(opts.workers or 1, dir, dir, opts.log_level or "warn", dir, dir, dir, dir, dir, dir,
-        M.ROOT, M.ROOT, opts.http or "", port, opts.server or "")
+        M.ROOT, M.ROOT, opts.http or "", port, opts.server or ""):gsub("%%PORT%%", tostring(port))
     end
     local path = opts.conf_path or (dir .. "/nginx.conf")
     util.write(path, conf)

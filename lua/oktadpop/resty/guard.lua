@@ -39,8 +39,12 @@ local function deny(g, status, code, description, extra)
   if code then
     ngx.header["Content-Type"] = "application/json"
     ngx.print(cjson.encode{error = code, error_description = description})
+  else
+    ngx.header["Content-Length"] = 0
+    ngx.send_headers()
   end
-  return ngx.exit(status)
+  return ngx.exit(ngx.HTTP_OK) -- the answer is sent: nginx adds no error page
+
 end
 
 local function misconfigured(message)
@@ -75,8 +79,13 @@ local function read_jwks_file(path)
   return jwks
 end
 
--- GET url (no credentials) with the bounded cosocket client; the decoded JSON object.
+-- GET url (no credentials) with the bounded cosocket client; the decoded JSON object. Keys come
+-- over verified TLS only (plain http for loopback hosts, for tests).
 local function fetch_json(url)
+  local scheme, host = http.parse_url(url)
+  if scheme ~= "https" and not (scheme == "http" and (host == "127.0.0.1" or host == "localhost" or host == "::1")) then
+    return nil, url .. ": the authorization server must be reached over https"
+  end
   local res = http.transport{max_body = 1024 * 1024, connect_timeout = 5, timeout = 10}{
     method = "GET", url = url, headers = {Accept = "application/json", ["User-Agent"] = "oktadpop-guard/" .. oktadpop._VERSION}}
   if res.error then return nil, res.error.message end
@@ -101,12 +110,22 @@ function Guard:jwks_uri()
 end
 
 -- Fetches the JWKS into the cache dict: at most once per refetch_interval for all workers,
--- so a flood of tokens with made-up kids cannot hammer the authorization server.
+-- so a flood of tokens with made-up kids cannot hammer the authorization server. A worker that
+-- finds a fetch under way waits for it (a rotated key is accepted by everyone at once); one that
+-- finds a recent fetch gives up at once (a made-up kid waits for nothing).
 function Guard:refetch()
   local cache = self.cache
-  if not cache:add("refetching", true, self.opts.refetch_interval) then return false end
+  if not cache:add("refetched", true, self.opts.refetch_interval) then
+    for _ = 1, 60 do
+      if not cache:get("fetching") then break end
+      ngx.sleep(0.05)
+    end
+    return false
+  end
+  cache:set("fetching", true, 15)
   local uri, err = self:jwks_uri()
   local jwks = uri and fetch_json(uri)
+  cache:delete("fetching")
   if not uri or type(jwks) ~= "table" or type(jwks.keys) ~= "table" then
     ngx.log(ngx.ERR, "oktadpop guard: cannot fetch the JWKS: ", tostring(err or uri))
     return false
@@ -148,7 +167,8 @@ function Guard:key_for(token)
       key = oktadpop.load_key(jwks, kid and {kid = kid} or nil) or false
       self.keys[kid] = key
     end
-    if key or self.static or attempt == 2 or not self:refetch() then return key or nil end
+    if key or self.static or attempt == 2 then return key or nil end
+    self:refetch() -- ours, or one under way in another worker: either way, look again
   end
 end
 
