@@ -79,6 +79,7 @@ memcheck: bootstrap
 install: $(SO)
 	install -d $(DESTDIR)$(INSTALL_CMOD) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(SO) $(DESTDIR)$(INSTALL_CMOD)/oktadpop.so
+	install -m 0755 bin/oktadpop $(DESTDIR)$(PREFIX)/bin/oktadpop
 	for f in $(LUA_MODULES); do \
 	  d=$(DESTDIR)$(INSTALL_LMOD)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
 	done
@@ -92,6 +93,16 @@ bench: bootstrap
 	$(MAKE) all
 	$(MAKE) LUA=luajit all
 	@bench/run
+
+# make docs: the API reference in build/docs, from the sources' doc comments (ldoc, run by LuaJIT:
+# Debian's ldoc wants Lua 5.1 or 5.2).
+docs: bootstrap
+	luajit /usr/bin/ldoc -c doc/config.ld .
+
+# make dist: a release tarball (git archive of HEAD) and the rock luarocks packs from it, in dist/.
+VERSION := 0.1.0
+dist: bootstrap
+	@scripts/dist $(VERSION)
 
 # make fuzz [FUZZ_SECONDS=60]: the libFuzzer targets of fuzz/ (clang), each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60

@@ -10,7 +10,7 @@ exchange with the DPoP nonce retry, and management API calls over libcurl, answe
 ]],
   license = "MIT",
 }
-dependencies = { "lua >= 5.1", "lua-cjson" }
+dependencies = { "lua >= 5.1", "lua-cjson", "argparse" }
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
   -- header not named: Debian keeps curl.h under the multiarch include folder, which the
@@ -20,6 +20,9 @@ external_dependencies = {
 build = {
   type = "builtin",
   modules = {
+    ["oktadpop.admin"] = "lua/oktadpop/admin.lua",
+    ["oktadpop.output"] = "lua/oktadpop/output.lua",
+    ["oktadpop.repl"] = "lua/oktadpop/repl.lua",
     ["oktadpop.resty"] = "lua/oktadpop/resty.lua",
     ["oktadpop.resty.guard"] = "lua/oktadpop/resty/guard.lua",
     ["oktadpop.resty.http"] = "lua/oktadpop/resty/http.lua",
@@ -38,4 +41,5 @@ build = {
       libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)" },
     },
   },
+  install = { bin = { oktadpop = "bin/oktadpop" } },
 }

@@ -92,9 +92,11 @@ int ok_admit_take_token(ok_ctx *c, int ridx) {
                          type ? type : "non-DPoP"), 0;
   if (why) return ok_error_push(L, "oauth", "token response: %s", why), 0;
   ok_op_log(c, "token acquired: %s, expires in %.0f s, scope \"%s\"", s->token_type, expires_in, s->token_scope);
-  if (s->missing_scopes)
+  if (s->missing_scopes && !s->scopes_warned) {
+    s->scopes_warned = 1;
     ok_op_log(c, "warning: Okta did not grant the scopes \"%s\": grant them to the app, or calls that need them get 403",
               s->missing_scopes);
+  }
   ok_session_push_state(L, s);
   if (!lua_isnil(L, -1)) ok_op_queue_store(c, "set", "state", -1, expires_in);
   ok_op_release_lock(c);

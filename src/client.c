@@ -5,6 +5,7 @@
  * core's answers back. One loop runs one operation or many at once; it runs under lua_pcall,
  * so whatever raises inside it (a callback, a store, memory) first gives back the transfers
  * and what the operations hold. */
+/*** @module oktadpop */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -265,7 +266,9 @@ static int make_op(lua_State *L, const char *method) {
   return !lua_isnil(L, -2);
 }
 
-/* client:token([force]) -> token, info | nil, err */
+/*** client:token([force]) -> token, info | nil, err
+ * @function client:token
+ */
 static int client_token(lua_State *L) {
   if (!open_client(L)) return 2;
   lua_settop(L, 2);
@@ -279,8 +282,10 @@ static int client_token(lua_State *L) {
   return 2;
 }
 
-/* client:request(method, path [, {query=, body=, headers=}]) -> res | nil, err; res.error
- * says what a non-2xx answer meant. */
+/*** client:request(method, path [, {query=, body=, headers=}]) -> res | nil, err; res.error says
+ * what a non-2xx answer meant.
+ * @function client:request
+ */
 static int client_request(lua_State *L) {
   if (!open_client(L)) return 2;
   lua_settop(L, 4);
@@ -366,19 +371,26 @@ static int iterate(lua_State *L, const char *method) {
   return 1;
 }
 
-/* for item in client:paginate(path [, query [, {from=, max_pages=}]]) do ... end */
+/*** for item in client:paginate(path [, query [, {from=, max_pages=}]]) do ... end
+ * @function client:paginate
+ */
 static int client_paginate(lua_State *L) {
   lua_settop(L, 4);
   return iterate(L, "pages");
 }
 
-/* for event in client:poll(path [, {since=, interval=, max_items=, duration=, from=}]) do ... end */
+/*** for event in client:poll(path [, {since=, interval=, max_items=, duration=, from=}]) do ...
+ * end
+ * @function client:poll
+ */
 static int client_poll(lua_State *L) {
   lua_settop(L, 3);
   return iterate(L, "poll");
 }
 
-/* client:close(): frees the connections and wipes the token; safe to call twice. */
+/*** client:close(): frees the connections and wipes the token; safe to call twice.
+ * @function client:close
+ */
 static int client_close(lua_State *L) {
   ok_client *c = client_check(L, 1);
   if (c->closed) return 0;
@@ -405,10 +417,36 @@ static int client_tostring(lua_State *L) {
   return 1;
 }
 
-/* Methods first, then the session's fields (org_url, client_id, scopes, stats, ...). */
+/* client.users, .groups, .apps, .factors, .logs: oktadpop.admin's helpers bound to this client,
+ * made on first use and kept; nil when the Lua modules are not installed. */
+static int namespace(lua_State *L, const char *name) {
+  static const char *const names[] = {"users", "groups", "apps", "factors", "logs", NULL};
+  int known = 0;
+  for (int i = 0; names[i]; i++) known |= strcmp(name, names[i]) == 0;
+  if (!known) return 0;
+  client_field(L, 1, name);
+  if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "oktadpop.admin");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "namespace");
+  lua_pushvalue(L, 1);
+  lua_pushstring(L, name);
+  lua_call(L, 2, 1);
+  lua_getuservalue(L, 1);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Methods first, then the helpers, then the session's fields (org_url, scopes, stats, ...). */
 static int client_index(lua_State *L) {
   lua_getfield(L, lua_upvalueindex(1), luaL_checkstring(L, 2));
   if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+  if (namespace(L, lua_tostring(L, 2))) return 1;
   client_field(L, 1, "session");
   lua_getfield(L, -1, lua_tostring(L, 2));
   if (lua_isfunction(L, -1)) lua_pushnil(L); /* the session's own methods are the driver's */
@@ -448,16 +486,31 @@ static int client_create(lua_State *L, int cfg) {
   return 1;
 }
 
-/* oktadpop.new(config) -> client | nil, err */
+/*** oktadpop.new(config) -> client | nil, err
+ * @function new
+ */
 static int client_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   return client_create(L, 1) == 1 ? 1 : 2;
 }
 
-/* oktadpop.from_env([dotenv_path]) -> client | nil, err */
+/*** oktadpop.from_env([dotenv_path [, config]]) -> client | nil, err: the .env and environment's
+ * settings, then config's own (debug=, timeout=, ...) over them.
+ * @function from_env
+ */
 static int client_from_env(lua_State *L) {
   const char *path = luaL_optstring(L, 1, NULL);
+  lua_settop(L, 2); /* 2: the config, or nil (never what setup pushes) */
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   if (ok_setup_env(L, path) != 1) return 2;
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -4);
+    }
+  }
   return client_create(L, -1) == 1 ? 1 : 2;
 }
 
@@ -611,13 +664,14 @@ static int batch_body(lua_State *L) {
   }
 }
 
-/* client:batch(requests [, {concurrency=, request=fn(input), on_result=fn(result)}])
- *   -> results, failed
- * requests: a list, or an iterator function; each input is a request {method=, path=, query=,
- * body=, headers=} (or a path to GET), or what opts.request makes of it. Every request goes
- * through the core like a single call, at most `concurrency` (default max_concurrency) at
- * once; results[i] = {index=, input=, request=, ok=, body=, res=, error=}; failed lists the
- * results that failed, to retry just those. */
+/*** client:batch(requests [, {concurrency=, request=fn(input), on_result=fn(result)}]) ->
+ * results, failed requests: a list, or an iterator function; each input is a request {method=,
+ * path=, query=, body=, headers=} (or a path to GET), or what opts.request makes of it. Every
+ * request goes through the core like a single call, at most `concurrency` (default
+ * max_concurrency) at once; results[i] = {index=, input=, request=, ok=, body=, res=, error=};
+ * failed lists the results that failed, to retry just those.
+ * @function client:batch
+ */
 static int client_batch(lua_State *L) {
   double conc, max;
   run *r;

@@ -2,6 +2,7 @@
  * they make, the response-to-result rule and error objects. Every driver (the libcurl one in
  * client.c, the cosocket one in oktadpop/resty.lua) builds its calls from these, so a rule
  * lives here once. Part of the core: no I/O. */
+/*** @module oktadpop */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,12 +39,16 @@ static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int
   return ok_op_create(L, sidx, kind, m, lua_tostring(L, -1), hidx, bidx);
 }
 
-/* session:operation(method, path [, {query=, body=, headers=}]) -> op | nil, err */
+/*** session:operation(method, path [, {query=, body=, headers=}]) -> op | nil, err
+ * @function session:operation
+ */
 static int session_operation(lua_State *L) {
   return make_call(L, 1, OK_OP_CALL, 2, 3, 4) == 1 ? 1 : 2;
 }
 
-/* session:token_operation([force]) -> op | nil, err */
+/*** session:token_operation([force]) -> op | nil, err
+ * @function session:token_operation
+ */
 static int session_token_operation(lua_State *L) {
   int force = lua_toboolean(L, 2);
   if (!ok_session_usable(L, 1)) return 2;
@@ -66,15 +71,19 @@ static int pages_op(lua_State *L, enum ok_op_kind kind, int qidx, int optidx) {
   return 1;
 }
 
-/* session:pages(path [, query [, {from=, max_pages=}]]) -> op | nil, err */
+/*** session:pages(path [, query [, {from=, max_pages=}]]) -> op | nil, err
+ * @function session:pages
+ */
 static int session_pages(lua_State *L) {
   lua_settop(L, 4);
   if (!lua_isnil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
   return pages_op(L, OK_OP_PAGES, 3, 4);
 }
 
-/* session:poll(path [, {interval=, max_items=, max_pages=, duration=, from=, <query>...}]):
- * the keys that are not poll options are the query (since=, filter=, ...). */
+/*** session:poll(path [, {interval=, max_items=, max_pages=, duration=, from=, <query>...}]): the
+ * keys that are not poll options are the query (since=, filter=, ...).
+ * @function session:poll
+ */
 static int session_poll(lua_State *L) {
   lua_settop(L, 3);
   lua_newtable(L); /* 4: the query */
@@ -155,14 +164,18 @@ static int session_index(lua_State *L) {
   return 1;
 }
 
-/* oktadpop.core.result(res) -> what client:get() answers for a request's res: body, res on
- * 2xx, else nil, err, res. */
+/*** oktadpop.core.result(res) -> what client:get() answers for a request's res: body, res on 2xx,
+ * else nil, err, res.
+ * @function core.result
+ */
 static int core_result(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   return ok_result_call(L, 1);
 }
 
-/* oktadpop.core.error(kind, message) -> an error object, for drivers written in Lua. */
+/*** oktadpop.core.error(kind, message) -> an error object, for drivers written in Lua.
+ * @function core.error
+ */
 static int core_error(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1), *msg = luaL_checkstring(L, 2);
   return ok_error_push(L, kind, "%s", msg);

@@ -40,7 +40,7 @@ typedef struct ok_session {
   char date_seen[40];               /* the last Date parsed, and its value: one parse per second */
   double date_value;
   ok_bucket buckets[OK_MAX_BUCKETS];
-  int nbuckets, closed;
+  int nbuckets, closed, scopes_warned;
   unsigned long token_requests, api_requests, rate_waits, retries;
 } ok_session;
 

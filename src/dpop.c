@@ -1,5 +1,6 @@
 /* dpop.c: DPoP proofs (RFC 9449 section 4.2), their verification (section 4.3), ath, the
  * htu normalisation Okta applies, and private_key_jwt client assertions (RFC 7523). */
+/*** @module oktadpop */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,9 @@ static int push_htu(lua_State *L, const char *url, size_t n) {
   return 1;
 }
 
-/* oktadpop.htu(url) -> the URL as a DPoP htu (scheme, host, path; decoded where safe). */
+/*** oktadpop.htu(url) -> the URL as a DPoP htu (scheme, host, path; decoded where safe).
+ * @function htu
+ */
 int ok_htu(lua_State *L) {
   size_t n;
   const char *url = luaL_checklstring(L, 1, &n);
@@ -34,8 +37,23 @@ void ok_ath_of(const char *token, size_t n, char out[44]) {
   out[ok_b64url_encode(md, sizeof md, out)] = '\0';
 }
 
-/* oktadpop.random([bytes=24]) -> base64url of that many random bytes (16 to 64): nonces,
- * state, anything that must not be guessed. */
+/*** oktadpop.escape(s) -> s percent-encoded but for RFC 3986 unreserved characters: an id or
+ * login as one path segment ("a@b/c" -> "a%40b%2Fc").
+ * @function escape
+ */
+int ok_escape(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, 3 * n + 1);
+  luaL_pushresultsize(&b, ok_pct_encode(s, n, out));
+  return 1;
+}
+
+/*** oktadpop.random([bytes=24]) -> base64url of that many random bytes (16 to 64): nonces, state,
+ * anything that must not be guessed.
+ * @function random
+ */
 int ok_random(lua_State *L) {
   unsigned char buf[64];
   char out[90];
@@ -47,7 +65,9 @@ int ok_random(lua_State *L) {
   return 1;
 }
 
-/* oktadpop.ath(access_token): base64url(SHA-256(token)). */
+/*** oktadpop.ath(access_token): base64url(SHA-256(token)).
+ * @function ath
+ */
 int ok_dpop_ath(lua_State *L) {
   size_t n;
   const char *token = luaL_checklstring(L, 1, &n);
@@ -146,7 +166,9 @@ int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
   return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, ath, iat, NULL));
 }
 
-/* oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=}) */
+/*** oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=})
+ * @function dpop_proof
+ */
 int ok_dpop_proof(lua_State *L) {
   static const char *const names[] = {"htm", "htu", "nonce", "access_token", "ath", "iat", "jti", NULL};
   ok_key *k = ok_key_check(L, 1);
@@ -205,7 +227,9 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   return ok_keep(L, top, ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2);
 }
 
-/* oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}]) */
+/*** oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}])
+ * @function client_assertion
+ */
 int ok_client_assertion(lua_State *L) {
   static const char *const names[] = {"lifetime", "iat", NULL};
   ok_key *k = ok_key_check(L, 1);
@@ -323,9 +347,11 @@ static int proof_binding(lua_State *L, int cidx, const proof_opts *o, const ok_k
   return 0;
 }
 
-/* oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
+/*** oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
  * leeway=, now=}) -> claims, header, jkt | nil, err (err.check names the check). The replay
- * check is the caller's: claims.jti, kept until claims.iat + max_age + leeway. */
+ * check is the caller's: claims.jti, kept until claims.iat + max_age + leeway.
+ * @function verify_dpop_proof
+ */
 int ok_dpop_verify(lua_State *L) {
   size_t plen;
   const char *proof = luaL_checklstring(L, 1, &plen);

@@ -1,5 +1,6 @@
 /* json.c: JSON through lua-cjson, reached with require "cjson.safe" (OpenResty bundles its
  * own cjson, so the module never links one). A private instance keeps users' settings out. */
+/*** @module oktadpop */
 #include <math.h>
 #include "oktadpop.h"
 
@@ -104,7 +105,9 @@ void ok_json_add_string(lua_State *L, luaL_Buffer *b, const char *s, size_t n) {
   luaL_addvalue(b);
 }
 
-/* oktadpop.null: the value JSON null decodes to (cjson.null). */
+/*** oktadpop.null: the value JSON null decodes to (cjson.null).
+ * @function null
+ */
 void ok_json_push_null(lua_State *L) {
   push_json_fn(L, "null");
 }

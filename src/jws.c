@@ -1,6 +1,7 @@
 /* jws.c: compact JWS (RFC 7515) with RS256/384/512 and ES256/384/512: signing (ECDSA as raw
  * R||S, RFC 7518 section 3.4), verification against the key's own alg, decoding, and
  * sign_jwt / decode_jwt / verify_jwt. */
+/*** @module oktadpop */
 #include <pthread.h>
 #include <math.h>
 #include <string.h>
@@ -185,7 +186,9 @@ int ok_jws_decode(lua_State *L, const char *jwt, size_t len) {
   return 2;
 }
 
-/* oktadpop.decode_jwt(jwt) -> claims, header: no verification, for inspection. */
+/*** oktadpop.decode_jwt(jwt) -> claims, header: no verification, for inspection.
+ * @function decode_jwt
+ */
 int ok_jws_decode_jwt(lua_State *L) {
   size_t len;
   const char *jwt = luaL_checklstring(L, 1, &len);
@@ -205,7 +208,9 @@ static int push_header_b64(lua_State *L, int idx) {
   return 1;
 }
 
-/* oktadpop.sign_jwt(key, claims [, header]) -> jwt: alg and kid come from the key. */
+/*** oktadpop.sign_jwt(key, claims [, header]) -> jwt: alg and kid come from the key.
+ * @function sign_jwt
+ */
 int ok_jws_sign_jwt(lua_State *L) {
   ok_key *k = ok_key_check(L, 1);
   size_t hlen, plen;
@@ -405,8 +410,10 @@ static int verify_key(lua_State *L, int jwtidx, int keyidx) {
   return ok_key_load(L, keyidx, 0);
 }
 
-/* oktadpop.verify_jwt(jwt, key_or_jwk [, {now=, leeway=, issuer=, audience=, subject=, typ=}])
- *   -> claims, header | nil, err */
+/*** oktadpop.verify_jwt(jwt, key_or_jwk [, {now=, leeway=, issuer=, audience=, subject=, typ=}])
+ * -> claims, header | nil, err
+ * @function verify_jwt
+ */
 int ok_jws_verify_jwt(lua_State *L) {
   ok_verify v;
   ok_key *key;

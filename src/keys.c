@@ -1,6 +1,7 @@
 /* keys.c: the key object. Owns EVP_PKEY loading (PEM, JWK, JWKS, files), generation,
  * validation (RSA 2048-4096, EC P-256/P-384/P-521), public JWK export, RFC 7638 thumbprints
  * and PEM export. A key is parsed once; nothing here runs on the signing path. */
+/*** @module oktadpop */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -535,7 +536,9 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
   return 1;
 }
 
-/* oktadpop.load_key(source [, {passphrase=, kid=, alg=}]) */
+/*** oktadpop.load_key(source [, {passphrase=, kid=, alg=}])
+ * @function load_key
+ */
 int ok_key_loadkey(lua_State *L) {
   luaL_checkany(L, 1);
   return ok_key_load(L, 1, 2);
@@ -551,7 +554,9 @@ int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *ki
   return 1;
 }
 
-/* oktadpop.generate_key([alg [, {bits=, kid=}]]): a new key in memory, never on disk. */
+/*** oktadpop.generate_key([alg [, {bits=, kid=}]]): a new key in memory, never on disk.
+ * @function generate_key
+ */
 int ok_key_generate(lua_State *L) {
   static const char *const names[] = {"bits", "kid", NULL};
   const char *name = luaL_optstring(L, 1, "ES256"), *kid = NULL;
@@ -570,7 +575,10 @@ int ok_key_generate(lua_State *L) {
 
 /* ---- methods ---- */
 
-/* key:public_jwk(): {kty=, n=, e= | crv=, x=, y=, kid=, alg=, use="sig"}; never private members. */
+/*** key:public_jwk(): {kty=, n=, e= | crv=, x=, y=, kid=, alg=, use="sig"}; never private
+ * members.
+ * @function key:public_jwk
+ */
 static int key_public_jwk(lua_State *L) {
   ok_key *k = ok_key_check(L, 1);
   if (!ok_json_decode(L, k->jwk_canon, strlen(k->jwk_canon))) return lua_error(L);
@@ -587,7 +595,9 @@ static int key_thumbprint(lua_State *L) {
   return 1;
 }
 
-/* key:to_pem([private]): SPKI public PEM; PKCS#8 private PEM only when asked. */
+/*** key:to_pem([private]): SPKI public PEM; PKCS#8 private PEM only when asked.
+ * @function key:to_pem
+ */
 static int key_to_pem(lua_State *L) {
   ok_key *k = ok_key_check(L, 1);
   int private = lua_toboolean(L, 2), ok;
@@ -607,8 +617,10 @@ static int key_to_pem(lua_State *L) {
   return 1;
 }
 
-/* key:save_pem(path [, private]): writes the PEM with mode 0600, created that way (no window
- * in which another user could read it); refuses to follow a symlink. -> true | nil, err */
+/*** key:save_pem(path [, private]): writes the PEM with mode 0600, created that way (no window in
+ * which another user could read it); refuses to follow a symlink. -> true | nil, err
+ * @function key:save_pem
+ */
 static int key_save_pem(lua_State *L) {
   size_t n;
   const char *path = luaL_checkstring(L, 2), *pem;

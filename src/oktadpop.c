@@ -16,6 +16,7 @@ int luaopen_oktadpop(lua_State *L) {
       {"dpop_proof", ok_dpop_proof},
       {"ath", ok_dpop_ath},
       {"random", ok_random},
+      {"escape", ok_escape},
       {"verify_dpop_proof", ok_dpop_verify},
       {"htu", ok_htu},
       {NULL, NULL}};

@@ -127,6 +127,7 @@ size_t ok_new_jti(char *buf);
 int ok_dpop_proof(lua_State *L);
 int ok_dpop_ath(lua_State *L);
 int ok_random(lua_State *L);
+int ok_escape(lua_State *L);
 int ok_dpop_verify(lua_State *L);
 int ok_client_assertion(lua_State *L);
 int ok_htu(lua_State *L);

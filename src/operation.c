@@ -9,6 +9,7 @@
  *   done / fail
  * Every action may carry `log`, lines for the debug log. The rules live in admission.c,
  * retry.c and pages.c. Part of the core: no I/O. */
+/*** @module oktadpop */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -324,13 +325,17 @@ int ok_op_abort(lua_State *L, int opidx) {
   return 1;
 }
 
-/* op:step([input], now) -> action */
+/*** op:step([input], now) -> action
+ * @function op:step
+ */
 static int op_step(lua_State *L) {
   luaL_checkudata(L, 1, OK_OP_MT);
   return ok_op_step(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, luaL_checknumber(L, 3));
 }
 
-/* op:abort() -> list of store actions giving back what the operation holds */
+/*** op:abort() -> list of store actions giving back what the operation holds
+ * @function op:abort
+ */
 static int op_abort(lua_State *L) {
   return ok_op_abort(L, 1);
 }

@@ -3,6 +3,7 @@
  * key objects, a key file its group or others can read earns a warning, OKTADPOP_DEBUG turns the
  * debug log on, and from_env reads the seed's .env names (and the Okta SDKs'), the environment
  * winning over the file. Every driver builds its session here (oktadpop.core.session). */
+/*** @module oktadpop */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,8 +170,10 @@ int ok_setup_env(lua_State *L, const char *path) {
   return 1;
 }
 
-/* oktadpop.core.session(config [, drop]) -> session, warnings | nil, err: for drivers written
- * in Lua; drop lists the driver's own option names. */
+/*** oktadpop.core.session(config [, drop]) -> session, warnings | nil, err: for drivers written
+ * in Lua; drop lists the driver's own option names.
+ * @function core.session
+ */
 static int core_session(lua_State *L) {
   const char *drop[16];
   int n = 0;

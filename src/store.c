@@ -4,6 +4,7 @@
  * The memory store is one process's (the libcurl driver's default, and a worker's in nginx
  * without a shared dict); a shared dict, or Redis behind those five calls, shares the token,
  * the concurrency count and the rate-limit counts between processes. */
+/*** @module oktadpop */
 #include <time.h>
 #include "driver.h"
 
@@ -58,7 +59,9 @@ static void put(lua_State *L, int vals, int exps, int key, int val, double ttl, 
   if (++st->writes % OK_SWEEP_EVERY == 0) sweep(L, vals, exps, now);
 }
 
-/* store:get(key) -> value | nil */
+/*** store:get(key) -> value | nil
+ * @function store:get
+ */
 static int store_get(lua_State *L) {
   luaL_checkudata(L, 1, OK_STORE_MT);
   luaL_checkany(L, 2);
@@ -86,7 +89,9 @@ static int store_write(lua_State *L, int only_new) {
 static int store_set(lua_State *L) { return store_write(L, 0); }
 static int store_add(lua_State *L) { return store_write(L, 1); }
 
-/* store:incr(key, by [, init [, init_ttl]]) -> new value (init, default 0, when absent) */
+/*** store:incr(key, by [, init [, init_ttl]]) -> new value (init, default 0, when absent)
+ * @function store:incr
+ */
 static int store_incr(lua_State *L) {
   double now = monotonic(), by = luaL_checknumber(L, 3), init = luaL_optnumber(L, 4, 0), ttl = luaL_optnumber(L, 5, 0);
   luaL_checkudata(L, 1, OK_STORE_MT);
@@ -104,7 +109,9 @@ static int store_incr(lua_State *L) {
   return 1;
 }
 
-/* store:delete(key) */
+/*** store:delete(key)
+ * @function store:delete
+ */
 static int store_delete(lua_State *L) {
   luaL_checkudata(L, 1, OK_STORE_MT);
   luaL_checkany(L, 2);
@@ -115,7 +122,9 @@ static int store_delete(lua_State *L) {
   return 0;
 }
 
-/* oktadpop.core.memory_store() -> a new in-process store */
+/*** oktadpop.core.memory_store() -> a new in-process store
+ * @function core.memory_store
+ */
 static int store_new(lua_State *L) {
   ok_store *st = lua_newuserdata(L, sizeof *st);
   st->writes = 0;

@@ -180,9 +180,16 @@ function Client:__tostring()
   return "oktadpop.resty " .. tostring(self.session)
 end
 
+local NAMESPACES = {users = true, groups = true, apps = true, factors = true, logs = true}
+
 function Client:__index(k)
   local m = Client[k]
   if m ~= nil then return m end
+  if NAMESPACES[k] then -- oktadpop.admin's helpers, bound to this client
+    local ns = require("oktadpop.admin").namespace(self, k)
+    rawset(self, k, ns)
+    return ns
+  end
   local v = self.session[k] -- org_url, client_id, scopes, stats, ...
   if type(v) ~= "function" then return v end
 end

@@ -6,8 +6,9 @@
 --   emu.url                 base URL (issuer, token aud, htu prefix)
 --   emu.ca_file, emu.tls_dir  with tls = true: the test CA and the folder made by make-tls.sh
 --   emu:log()               decoded request log (array of entries)
---   emu:reset()             clear log, faults and revoked tokens
+--   emu:reset()             clear log, faults, revoked tokens, rate windows and stats
 --   emu:control{ rs_nonce = true, faults = {...} }
+--   emu:stats()             rate-limit and concurrency statistics since the last reset
 --   emu:count("token")      number of log entries of that kind
 --   emu:stop()              stop the server (safe to call twice)
 --
@@ -333,7 +334,9 @@ function Emulator:reset()
 end
 
 -- Merges settings: rs_nonce, rotate_nonce, expire_tokens, token_lifetime,
--- faults (appended). Returns the emulator's settings after the change.
+-- faults (appended), rate_limits, app_share, concurrency_limit, latency_ms,
+-- clock_skew, log_events, user_status (see test/emulator/README.md).
+-- Returns the emulator's settings after the change.
 function Emulator:control(settings)
   local s = {}
   for k, v in pairs(settings or {}) do s[k] = v end
@@ -351,6 +354,14 @@ end
 
 function Emulator:state()
   return self:request("GET", "/__emulator/state")
+end
+
+-- Rate-limit and concurrency statistics since the last reset: { in_flight_peak = n,
+-- count_429 = n, buckets = { [bucket] = { limit = n, peak_used = n,
+-- peak_used_by_client = { [client_id] = n } } } }; the peaks are the most counted in
+-- any one minute window.
+function Emulator:stats()
+  return self:request("GET", "/__emulator/stats")
 end
 
 -- Last lines of the server's own log (one line per request when verbose).

@@ -98,6 +98,11 @@ function util.run(cmd)
   return a == true and c == 0
 end
 
+-- s as one word for the shell.
+function util.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
 -- The command's standard output (standard error dropped).
 function util.sh(cmd)
   local p = assert(io.popen(cmd .. " 2>/dev/null"))

@@ -8,6 +8,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +17,11 @@ import * as jose from 'jose';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SERVER = path.join(HERE, 'server.mjs');
-const ALL_SCOPES = 'okta.users.read okta.users.manage okta.groups.read';
+const ALL_SCOPE_LIST = ['okta.users.read', 'okta.users.manage', 'okta.groups.read', 'okta.groups.manage',
+  'okta.apps.read', 'okta.apps.manage', 'okta.logs.read'];
+const ALL_SCOPES = ALL_SCOPE_LIST.join(' ');
+const ALGS = 'RS256 RS384 RS512 ES256 ES384 ES512';
+const PROOF_HEADER_MISSING = 'The DPoP proof JWT header is missing.';
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -48,6 +53,8 @@ function stopServer(s) {
   });
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 // Raw HTTP(S) request, keeping every header line (fetch would merge the Link
 // lines). Resolves { status, headers, rawHeaders, body, json } or rejects on
 // a socket error.
@@ -73,6 +80,27 @@ function request(url, { method = 'GET', headers = {}, body, ca, agent = false } 
   });
 }
 
+// One request on an HTTP/2 session. Resolves { status, headers, body, json }.
+function h2request(session, pathAndQuery, { method = 'GET', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const s = session.request({ ':method': method, ':path': pathAndQuery, ...headers });
+    let status;
+    let hdrs;
+    const chunks = [];
+    s.on('response', (h) => { status = h[':status']; hdrs = h; });
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', reject);
+    s.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let json;
+      try { json = JSON.parse(text); } catch { json = undefined; }
+      resolve({ status, headers: hdrs, body: text, json });
+    });
+    if (body !== undefined) s.write(body);
+    s.end();
+  });
+}
+
 // Every value of a header, one per header line as sent.
 function rawHeaderValues(res, name) {
   const values = [];
@@ -82,10 +110,25 @@ function rawHeaderValues(res, name) {
   return values;
 }
 
-async function makeClient(clientId, { alg = 'RS256', scopes, dpop = true } = {}) {
+// WWW-Authenticate -> { scheme, algs, realm, scope, error, error_description, resource, ... }
+function challengeOf(res) {
+  const h = res.headers['www-authenticate'];
+  assert.ok(h, `no WWW-Authenticate on ${res.status}`);
+  const [, scheme, rest] = /^(\S+) (.*)$/.exec(h);
+  const params = { scheme };
+  for (const [, k, v] of rest.matchAll(/(\w+)="([^"]*)"/g)) params[k] = v;
+  return params;
+}
+
+const nextLink = (res, b) => {
+  const n = rawHeaderValues(res, 'link').find((l) => l.endsWith('rel="next"'));
+  return n ? n.slice(1, n.indexOf('>')).slice(b.length) : null;
+};
+
+async function makeClient(clientId, { alg = 'RS256', scopes, dpop = true, extra = {} } = {}) {
   const { publicKey, privateKey } = await jose.generateKeyPair(alg, { extractable: true });
   const jwk = { ...(await jose.exportJWK(publicKey)), kid: `${clientId}-key`, alg };
-  return { clientId, alg, privateKey, config: { client_id: clientId, jwks: { keys: [jwk] }, scopes, dpop_required: dpop } };
+  return { clientId, alg, privateKey, config: { client_id: clientId, jwks: { keys: [jwk] }, scopes, dpop_required: dpop, ...extra } };
 }
 
 async function makeDpopKey(alg = 'ES256') {
@@ -113,6 +156,12 @@ function proof(key, { htm, htu, nonce, accessToken, jti = crypto.randomUUID(), i
   return new jose.SignJWT(claims).setProtectedHeader({ alg: key.alg, typ, jwk: jwk || key.jwk }).sign(key.privateKey);
 }
 
+const tokenForm = async (client, b, extra = {}) => ({
+  grant_type: 'client_credentials', scope: 'okta.users.read',
+  client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+  client_assertion: await assertion(client, b), ...extra,
+});
+
 function tokenRequest(base, form, dpopProof) {
   const headers = { 'Content-Type': 'application/x-www-form-urlencoded' };
   if (dpopProof) headers.DPoP = dpopProof;
@@ -120,22 +169,20 @@ function tokenRequest(base, form, dpopProof) {
 }
 
 // The full client flow: first try without a nonce, then again with the nonce.
-async function getToken(base, client, key, scope = ALL_SCOPES) {
+// Resolves the token response (status 200).
+async function tokenResponse(base, client, key, scope = ALL_SCOPES) {
   let nonce;
   for (let i = 0; i < 2; i++) {
-    const form = {
-      grant_type: 'client_credentials', scope,
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: await assertion(client, base),
-    };
+    const form = await tokenForm(client, base, { scope });
     const p = key ? await proof(key, { htm: 'POST', htu: `${base}/oauth2/v1/token`, nonce }) : undefined;
     const res = await tokenRequest(base, form, p);
     if (res.status === 400 && res.json.error === 'use_dpop_nonce') { nonce = res.headers['dpop-nonce']; continue; }
     assert.equal(res.status, 200, res.body);
-    return res.json.access_token;
+    return res;
   }
   throw new Error('no token after nonce retry');
 }
+const getToken = async (...args) => (await tokenResponse(...args)).json.access_token;
 
 // Calls the management API with a DPoP-bound token (fresh proof each time).
 async function api(base, token, key, method, pathAndQuery, { nonce, body, htu, proofOverrides = {} } = {}) {
@@ -151,6 +198,13 @@ async function api(base, token, key, method, pathAndQuery, { nonce, body, htu, p
 const control = (base, body) => request(`${base}/__emulator/control`,
   { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 const getLog = async (base) => (await request(`${base}/__emulator/log`)).json;
+const getStats = async (base) => (await request(`${base}/__emulator/stats`)).json;
+
+// Per-minute windows: a test that counts inside one window starts early in it.
+async function awayFromMinuteEdge() {
+  const s = new Date().getUTCSeconds();
+  if (s >= 52) await sleep((61 - s) * 1000);
+}
 
 // ---------------------------------------------------------------------------
 // Fixture: one server for the whole file, reset before each test
@@ -161,18 +215,26 @@ let base;
 let dpopClient;
 let bearerClient;
 let readOnlyClient;
+let roAdminClient;
+let groupAdminClient;
+let partialClient;
 let key; // the DPoP key of the main client
 let token; // a DPoP-bound token with all scopes (fetched once)
 let tmpDir;
 
 before(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'okta-emu-test-'));
-  dpopClient = await makeClient('0oadpop000000000001');
+  dpopClient = await makeClient('0oadpop000000000001', { scopes: ALL_SCOPE_LIST });
   bearerClient = await makeClient('0oabearer0000000001', { alg: 'ES256', dpop: false });
-  readOnlyClient = await makeClient('0oaread00000000001', { scopes: ['okta.users.read'] });
+  readOnlyClient = await makeClient('0oaread00000000001', { scopes: ['okta.users.read', 'okta.logs.read'] });
+  roAdminClient = await makeClient('0oaroadmin000000001', { scopes: ALL_SCOPE_LIST, extra: { admin_role: 'READ_ONLY_ADMIN' } });
+  groupAdminClient = await makeClient('0oagroupadmin000001', { scopes: ALL_SCOPE_LIST, extra: { admin_role: 'GROUP_ADMIN' } });
+  partialClient = await makeClient('0oapartial000000001',
+    { scopes: ['okta.users.read', 'okta.groups.read'], extra: { grant_scopes: ['okta.users.read'] } });
   const cfg = path.join(tmpDir, 'config.json');
   fs.writeFileSync(cfg, JSON.stringify({
-    clients: [dpopClient.config, bearerClient.config, readOnlyClient.config], users: 450, groups: 30,
+    clients: [dpopClient, bearerClient, readOnlyClient, roAdminClient, groupAdminClient, partialClient].map((c) => c.config),
+    users: 450, groups: 30, log_events: 50,
   }));
   srv = await startServer(cfg);
   base = srv.url;
@@ -187,7 +249,7 @@ after(async () => {
 
 beforeEach(async () => {
   await request(`${base}/__emulator/reset`, { method: 'POST' });
-  await control(base, { rs_nonce: false });
+  await control(base, { rs_nonce: false, rate_limits: {}, app_share: 0.5, concurrency_limit: 75, latency_ms: 0, clock_skew: 0 });
 });
 
 // ---------------------------------------------------------------------------
@@ -196,19 +258,14 @@ beforeEach(async () => {
 
 test('token flow: use_dpop_nonce first, then a DPoP-bound token', async () => {
   const k = await makeDpopKey('RS256');
-  const form = async () => ({
-    grant_type: 'client_credentials', scope: 'okta.users.read',
-    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-    client_assertion: await assertion(dpopClient, base),
-  });
   const htu = `${base}/oauth2/v1/token`;
-  const r1 = await tokenRequest(base, await form(), await proof(k, { htm: 'POST', htu }));
+  const r1 = await tokenRequest(base, await tokenForm(dpopClient, base), await proof(k, { htm: 'POST', htu }));
   assert.equal(r1.status, 400);
   assert.deepEqual(r1.json, { error: 'use_dpop_nonce', error_description: 'Authorization server requires nonce in DPoP proof.' });
   const nonce = r1.headers['dpop-nonce'];
   assert.ok(nonce);
 
-  const r2 = await tokenRequest(base, await form(), await proof(k, { htm: 'POST', htu, nonce }));
+  const r2 = await tokenRequest(base, await tokenForm(dpopClient, base), await proof(k, { htm: 'POST', htu, nonce }));
   assert.equal(r2.status, 200, r2.body);
   assert.equal(r2.json.token_type, 'DPoP');
   assert.equal(r2.json.expires_in, 3600);
@@ -228,53 +285,102 @@ test('token flow: use_dpop_nonce first, then a DPoP-bound token', async () => {
   assert.deepEqual(log.map((e) => e.status), [400, 200]);
 });
 
-test('client assertion jti replay is rejected (even after use_dpop_nonce)', async () => {
+test('client assertion jti replay is rejected with 401 (even after use_dpop_nonce)', async () => {
   const k = await makeDpopKey();
   const htu = `${base}/oauth2/v1/token`;
-  const form = {
-    grant_type: 'client_credentials', scope: 'okta.users.read',
-    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-    client_assertion: await assertion(dpopClient, base),
-  };
+  const form = await tokenForm(dpopClient, base);
   const r1 = await tokenRequest(base, form, await proof(k, { htm: 'POST', htu }));
   assert.equal(r1.json.error, 'use_dpop_nonce');
   const r2 = await tokenRequest(base, form, await proof(k, { htm: 'POST', htu, nonce: r1.headers['dpop-nonce'] }));
-  assert.equal(r2.status, 400);
-  assert.equal(r2.json.error, 'invalid_client');
-  assert.match(r2.json.error_description, /already been used/);
+  assert.equal(r2.status, 401);
+  assert.deepEqual(r2.json, { error: 'invalid_client', error_description: 'The client_assertion token has already been used.' });
 });
 
-test('token endpoint rejects bad htu, missing proof, bad scope, wrong aud', async () => {
+test('token endpoint: bad htu, missing proof, unknown scope, wrong aud, too long, HS256 proof', async () => {
   const k = await makeDpopKey();
-  const nonceRes = await tokenRequest(base, {}, undefined);
-  assert.equal(nonceRes.status, 400); // no grant_type
-  const form = async (extra = {}) => ({
-    grant_type: 'client_credentials', scope: 'okta.users.read',
-    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-    client_assertion: await assertion(dpopClient, base), ...extra,
-  });
+  assert.equal((await tokenRequest(base, {}, undefined)).status, 400); // no grant_type
+  const form = (extra) => tokenForm(dpopClient, base, extra);
   const bad = await tokenRequest(base, await form(), await proof(k, { htm: 'POST', htu: `${base}/oauth2/default/v1/token` }));
   assert.equal(bad.status, 400);
-  assert.equal(bad.json.error, 'invalid_dpop_proof');
-  assert.match(bad.json.error_description, /htu/);
+  assert.deepEqual(bad.json, { error: 'invalid_dpop_proof', error_description: "'htu' claim in the DPoP proof JWT is invalid." });
 
   const missing = await tokenRequest(base, await form(), undefined);
-  assert.deepEqual(missing.json, { error: 'invalid_dpop_proof', error_description: 'DPoP proof is missing' });
+  assert.deepEqual(missing.json, { error: 'invalid_dpop_proof', error_description: PROOF_HEADER_MISSING });
 
-  const scope = await tokenRequest(base, await form({ scope: 'okta.apps.manage' }), undefined);
-  assert.equal(scope.json.error, 'invalid_scope');
+  const unknown = await tokenRequest(base, await form({ scope: 'okta.users.read okta.policies.read' }), undefined);
+  assert.equal(unknown.status, 400);
+  assert.deepEqual(unknown.json,
+    { error: 'invalid_scope', error_description: 'One or more scopes are not configured for the authorization server resource.' });
 
   const aud = await tokenRequest(base, {
     ...(await form()),
     client_assertion: await assertion(dpopClient, base, { aud: 'https://elsewhere.example/oauth2/v1/token' }),
   });
-  assert.equal(aud.json.error, 'invalid_client');
+  assert.equal(aud.status, 401);
+  assert.equal(aud.json.error_description, 'The audience claim for client_assertion must be the endpoint invoked for the request.');
 
-  const hs = await new jose.SignJWT({ jti: 'x', htm: 'POST', htu: `${base}/oauth2/v1/token`, iat: Math.floor(Date.now() / 1000) })
+  const now = Math.floor(Date.now() / 1000);
+  const far = await tokenRequest(base, { ...(await form()), client_assertion: await assertion(dpopClient, base, { exp: now + 7200 }) });
+  assert.equal(far.status, 401);
+  assert.equal(far.json.error_description, 'The client_assertion token has an expiration too far into the future.');
+
+  const hs = await new jose.SignJWT({ jti: 'x', htm: 'POST', htu: `${base}/oauth2/v1/token`, iat: now })
     .setProtectedHeader({ alg: 'HS256', typ: 'dpop+jwt', jwk: { kty: 'oct', k: 'c2VjcmV0' } })
     .sign(new TextEncoder().encode('secret-secret-secret-secret-secret'));
   const hsRes = await tokenRequest(base, await form(), hs);
-  assert.equal(hsRes.json.error, 'invalid_dpop_proof');
+  assert.deepEqual(hsRes.json, { error: 'invalid_dpop_proof', error_description: "'alg' header in the DPoP proof JWT is invalid." });
+});
+
+test('partial scope grants: fewer scopes in the token, consent_required when none is granted', async () => {
+  const k = await makeDpopKey();
+  const res = await tokenResponse(base, partialClient, k, 'okta.users.read okta.groups.read');
+  assert.equal(res.json.scope, 'okta.users.read');
+  assert.deepEqual(jose.decodeJwt(res.json.access_token).scp, ['okta.users.read']);
+  // The missing scope shows later, as insufficient_scope.
+  const groupsRes = await api(base, res.json.access_token, k, 'GET', '/api/v1/groups');
+  assert.equal(groupsRes.status, 403);
+  assert.equal(challengeOf(groupsRes).error, 'insufficient_scope');
+  assert.equal(challengeOf(groupsRes).scope, 'okta.groups.read');
+
+  const none = await tokenRequest(base, await tokenForm(partialClient, base, { scope: 'okta.groups.read' }),
+    await proof(k, { htm: 'POST', htu: `${base}/oauth2/v1/token` }));
+  assert.equal(none.status, 400);
+  assert.deepEqual(none.json, { error: 'consent_required', error_description: 'You are not allowed any of the requested scopes.' });
+});
+
+test('clock_skew: Date header, assertion and proof times on the emulator clock', async () => {
+  const k = await makeDpopKey();
+  try {
+    await control(base, { clock_skew: 600 });
+    const keys = await request(`${base}/oauth2/v1/keys`);
+    const skew = Date.parse(keys.headers.date) / 1000 - Date.now() / 1000;
+    assert.ok(skew > 595 && skew < 605, String(skew));
+    const expired = await tokenRequest(base, await tokenForm(dpopClient, base));
+    assert.equal(expired.status, 401);
+    assert.deepEqual(expired.json, { error: 'invalid_client', error_description: 'The client_assertion token is expired.' });
+    // A proof signed on the client's (real) clock is 10 minutes old for the org.
+    const stale = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+    assert.equal(stale.status, 400);
+    assert.equal(challengeOf(stale).error_description, 'The DPoP proof JWT is issued more than five minutes in the past.');
+    // Signed on the org's clock (as read from Date), both pass.
+    const orgNow = Math.floor(Date.parse(keys.headers.date) / 1000);
+    const ok = await api(base, token, key, 'GET', '/api/v1/users?limit=1', { proofOverrides: { iat: orgNow } });
+    assert.equal(ok.status, 200, ok.body);
+    const form = await tokenForm(dpopClient, base, {
+      client_assertion: await assertion(dpopClient, base, { iat: orgNow, exp: orgNow + 300 }),
+    });
+    assert.equal((await tokenRequest(base, form, await proof(k, { htm: 'POST', htu: `${base}/oauth2/v1/token`, iat: orgNow })))
+      .json.error, 'use_dpop_nonce');
+
+    await control(base, { clock_skew: -600 });
+    const future = await tokenRequest(base, await tokenForm(dpopClient, base, {
+      client_assertion: await assertion(dpopClient, base, { exp: Math.floor(Date.now() / 1000) - 300 }),
+    }));
+    assert.equal(future.status, 401);
+    assert.equal(future.json.error_description, 'The client_assertion token must be issued before current time.');
+  } finally {
+    await control(base, { clock_skew: 0 });
+  }
 });
 
 test('non-DPoP client gets a Bearer token that works with the Bearer scheme', async () => {
@@ -282,118 +388,108 @@ test('non-DPoP client gets a Bearer token that works with the Bearer scheme', as
   const res = await request(`${base}/api/v1/users/00u000000000000001`, { headers: { Authorization: `Bearer ${t}` } });
   assert.equal(res.status, 200);
   assert.equal(res.json.profile.login, 'user1@example.com');
+  const denied = await request(`${base}/api/v1/groups`, { headers: { Authorization: `Bearer ${t}` } });
+  assert.equal(denied.status, 403);
+  assert.equal(denied.headers['www-authenticate'], `Bearer authorization_uri="${base}/oauth2/v1/authorize", realm="${base}", ` +
+    'scope="okta.groups.read", error="insufficient_scope", ' +
+    'error_description="The access token provided does not contain the required scopes.", resource="/api/v1/groups"');
 });
 
-test('proof checks: two DPoP headers, private jwk, wrong typ, stale iat, wrong htm', async () => {
+// ---------------------------------------------------------------------------
+// Resource server: Okta's challenges, empty bodies
+// ---------------------------------------------------------------------------
+
+test('bad proofs: 400, empty body, Okta parameter set and texts', async () => {
   const htu = `${base}/api/v1/users`;
   const send = (dpop) => request(`${base}/api/v1/users?limit=1`, { headers: { Authorization: `DPoP ${token}`, DPoP: dpop } });
-  const desc = async (dpop) => (await send(dpop)).json.error_description;
+  const desc = async (dpop) => {
+    const res = await send(dpop);
+    assert.equal(res.status, 400);
+    assert.equal(res.body, '');
+    return challengeOf(res).error_description;
+  };
 
   const p1 = await proof(key, { htm: 'GET', htu, accessToken: token });
   const p2 = await proof(key, { htm: 'GET', htu, accessToken: token });
-  assert.match(await desc([p1, p2]), /exactly one/);
-
+  assert.equal(await desc([p1, p2]), 'DPoP proof JWT cannot be parsed.');
+  assert.equal(await desc('not.a.jwt'), 'DPoP proof JWT cannot be parsed.');
   const privateJwk = await jose.exportJWK(key.privateKey);
-  assert.match(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, jwk: privateJwk })), /public key/);
-  assert.match(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, typ: 'JWT' })), /typ/);
-  const old = Math.floor(Date.now() / 1000) - 120;
-  assert.match(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, iat: old })), /iat/);
-  assert.match(await desc(await proof(key, { htm: 'POST', htu, accessToken: token })), /htm/);
-  assert.equal((await send(await proof(key, { htm: 'GET', htu, accessToken: token }))).status, 200);
+  assert.equal(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, jwk: privateJwk })),
+    "'jwk' header in the DPoP proof JWT is invalid.");
+  assert.equal(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, typ: 'JWT' })),
+    "'typ' header in the DPoP proof JWT is invalid.");
+  const now = Math.floor(Date.now() / 1000);
+  assert.equal(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, iat: now - 400 })),
+    'The DPoP proof JWT is issued more than five minutes in the past.');
+  assert.equal(await desc(await proof(key, { htm: 'GET', htu, accessToken: token, iat: now + 120 })),
+    "'iat' claim in the DPoP proof JWT is invalid.");
+  // 4 minutes old is still inside Okta's window.
+  assert.equal((await send(await proof(key, { htm: 'GET', htu, accessToken: token, iat: now - 240 }))).status, 200);
+
+  const htm = await send(await proof(key, { htm: 'POST', htu, accessToken: token }));
+  assert.equal(htm.headers['www-authenticate'], `DPoP algs="${ALGS}", authorization_uri="${base}/oauth2/v1/authorize", ` +
+    `realm="${base}", scope="okta.users.read", error="invalid_dpop_proof", ` +
+    `error_description="'htm' claim in the DPoP proof JWT is invalid.", resource="/api/v1/users"`);
+  assert.equal(htm.headers['content-length'], '0');
+  assert.equal(htm.headers['x-rate-limit-limit'], '600');
+  const noProof = await request(`${base}/api/v1/users`, { headers: { Authorization: `DPoP ${token}` } });
+  assert.equal(challengeOf(noProof).error_description, PROOF_HEADER_MISSING);
+  assert.equal((await getLog(base)).at(-1).error, 'invalid_dpop_proof');
 });
 
-// ---------------------------------------------------------------------------
-// Resource server
-// ---------------------------------------------------------------------------
-
-test('API: missing token, Bearer scheme with a DPoP token, expired token', async () => {
+test('tokens: missing, Bearer scheme with a DPoP token, revoked', async () => {
   const none = await request(`${base}/api/v1/users`);
   assert.equal(none.status, 401);
-  assert.match(none.headers['www-authenticate'], /^DPoP algs="/);
-  assert.equal(none.json.errorCode, 'E0000011');
+  assert.equal(none.body, '');
+  assert.deepEqual(challengeOf(none), {
+    scheme: 'DPoP', algs: ALGS, authorization_uri: `${base}/oauth2/v1/authorize`, realm: base, scope: 'okta.users.read',
+    error: 'invalid_token', error_description: 'The access token is invalid.', resource: '/api/v1/users',
+  });
 
   const bearer = await request(`${base}/api/v1/users`, { headers: { Authorization: `Bearer ${token}` } });
-  assert.equal(bearer.status, 401);
-  assert.equal(bearer.headers['www-authenticate'],
-    'DPoP error="invalid_token", error_description="DPoP-bound access token used with Bearer scheme"');
+  assert.equal(bearer.status, 400);
+  assert.equal(bearer.body, '');
+  assert.equal(bearer.headers['www-authenticate'], `Bearer authorization_uri="${base}/oauth2/v1/authorize", realm="${base}", ` +
+    'scope="okta.users.read", error="invalid_request", error_description="The resource request requires a DPoP proof.", ' +
+    'resource="/api/v1/users"');
 
   const t = await getToken(base, dpopClient, key, 'okta.users.read');
   await control(base, { expire_tokens: true });
-  const expired = await api(base, t, key, 'GET', '/api/v1/users?limit=1');
+  const expired = await api(base, t, key, 'POST', '/api/v1/users/00u000000000000001/lifecycle/suspend');
   assert.equal(expired.status, 401);
-  assert.equal(expired.headers['www-authenticate'], 'DPoP error="invalid_token", error_description="The access token is invalid."');
+  assert.equal(expired.body, '');
+  assert.equal(challengeOf(expired).error, 'invalid_token');
+  assert.equal(challengeOf(expired).scope, 'okta.users.manage');
   await request(`${base}/__emulator/reset`, { method: 'POST' }); // un-revoke the shared token
 });
 
-test('API: ath mismatch, cnf.jkt mismatch, jti replay, query in htu', async () => {
-  const athBad = await api(base, token, key, 'GET', '/api/v1/users?limit=1', { proofOverrides: { accessToken: 'other' } });
-  assert.equal(athBad.status, 400);
-  assert.equal(athBad.json.error, 'invalid_dpop_proof');
-  assert.match(athBad.headers['www-authenticate'], /^DPoP error="invalid_dpop_proof", error_description=".*ath/);
-
-  const otherKey = await makeDpopKey();
-  const jktBad = await api(base, token, otherKey, 'GET', '/api/v1/users?limit=1');
-  assert.equal(jktBad.status, 400);
-  assert.match(jktBad.json.error_description, /cnf\.jkt/);
+test('ath mismatch, cnf.jkt mismatch, jti replay, query in htu', async () => {
+  const d = (res) => { assert.equal(res.status, 400); return challengeOf(res).error_description; };
+  assert.equal(d(await api(base, token, key, 'GET', '/api/v1/users?limit=1', { proofOverrides: { accessToken: 'other' } })),
+    "'ath' claim in the DPoP proof JWT is invalid.");
+  assert.equal(d(await api(base, token, await makeDpopKey(), 'GET', '/api/v1/users?limit=1')),
+    'The DPoP proof JWT key does not match the access token.');
 
   const p = await proof(key, { htm: 'GET', htu: `${base}/api/v1/users`, accessToken: token });
   const headers = { Authorization: `DPoP ${token}`, DPoP: p };
   assert.equal((await request(`${base}/api/v1/users?limit=1`, { headers })).status, 200);
-  const replay = await request(`${base}/api/v1/users?limit=1`, { headers });
-  assert.equal(replay.status, 400);
-  assert.equal(replay.json.error_description, 'jti replayed');
+  assert.equal(d(await request(`${base}/api/v1/users?limit=1`, { headers })), 'The DPoP proof JWT has already been used.');
 
-  const q = await api(base, token, key, 'GET', '/api/v1/users?after=00u000000000000200',
-    { htu: `${base}/api/v1/users?after=00u000000000000200` });
-  assert.equal(q.status, 400);
-  assert.match(q.json.error_description, /htu/);
+  assert.equal(d(await api(base, token, key, 'GET', '/api/v1/users?after=00u000000000000200',
+    { htu: `${base}/api/v1/users?after=00u000000000000200` })), "'htu' claim in the DPoP proof JWT is invalid.");
 });
 
-test('pagination: 450 users in 3 pages of at most 200, two Link lines', async () => {
-  const ids = new Set();
-  let next = '/api/v1/users?limit=200';
-  let pages = 0;
-  while (next) {
-    const res = await api(base, token, key, 'GET', next);
-    assert.equal(res.status, 200, res.body);
-    pages++;
-    for (const u of res.json) ids.add(u.id);
-    const links = rawHeaderValues(res, 'link');
-    assert.ok(links.some((l) => l.endsWith('rel="self"')));
-    const n = links.find((l) => l.endsWith('rel="next"'));
-    next = n ? n.slice(1, n.indexOf('>')).slice(base.length) : null;
-    if (next) assert.equal(links.length, 2);
-    for (const h of ['x-okta-request-id', 'x-rate-limit-limit', 'x-rate-limit-remaining', 'x-rate-limit-reset', 'date']) {
-      assert.ok(res.headers[h], h);
-    }
-  }
-  assert.equal(pages, 3);
-  assert.equal(ids.size, 450);
-  assert.ok([...ids].every((id) => /^00u\d{15}$/.test(id)));
-});
-
-test('login lookup: htu is compared with the percent-decoded path', async () => {
-  const ok = await api(base, token, key, 'GET', '/api/v1/users/user7%40example.com',
-    { htu: `${base}/api/v1/users/user7@example.com` });
-  assert.equal(ok.status, 200, ok.body);
-  assert.equal(ok.json.id, '00u000000000000007');
-  const encoded = await api(base, token, key, 'GET', '/api/v1/users/user7%40example.com',
-    { htu: `${base}/api/v1/users/user7%40example.com` });
-  assert.equal(encoded.status, 400);
-  const missing = await api(base, token, key, 'GET', '/api/v1/users/nobody%40example.com');
-  assert.equal(missing.status, 404);
-  assert.equal(missing.json.errorCode, 'E0000007');
-});
-
-test('rs_nonce mode: 401 use_dpop_nonce with the RS nonce, then success', async () => {
-  const state = (await control(base, { rs_nonce: true })).json;
+test('rs_nonce mode: 401 use_dpop_nonce with the full challenge, then success', async () => {
+  const st = (await control(base, { rs_nonce: true })).json;
   const r1 = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
   assert.equal(r1.status, 401);
-  assert.equal(r1.headers['www-authenticate'],
-    'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"');
+  assert.equal(r1.body, '');
+  assert.equal(r1.headers['www-authenticate'], `DPoP algs="${ALGS}", authorization_uri="${base}/oauth2/v1/authorize", ` +
+    `realm="${base}", scope="okta.users.read", error="use_dpop_nonce", ` +
+    'error_description="Resource server requires nonce in DPoP proof", resource="/api/v1/users"');
   const nonce = r1.headers['dpop-nonce'];
   assert.ok(nonce);
-  assert.notEqual(nonce, state.as_nonce);
+  assert.notEqual(nonce, st.as_nonce);
   const r2 = await api(base, token, key, 'GET', '/api/v1/users?limit=1', { nonce });
   assert.equal(r2.status, 200);
   // After a rotation the previous nonce is still accepted, an older one is not.
@@ -403,51 +499,474 @@ test('rs_nonce mode: 401 use_dpop_nonce with the RS nonce, then success', async 
   assert.equal((await api(base, token, key, 'GET', '/api/v1/users?limit=1', { nonce })).status, 401);
 });
 
-test('scopes: read-only client gets 403 E0000006 on POST users and groups', async () => {
+test('scopes and roles: insufficient_scope challenge, then E0000006 from the admin role', async () => {
   const k = await makeDpopKey();
   const t = await getToken(base, readOnlyClient, k, 'okta.users.read');
   const res = await api(base, t, k, 'POST', '/api/v1/users?activate=true', { body: { profile: { login: 'x@example.com' } } });
   assert.equal(res.status, 403);
-  assert.equal(res.json.errorCode, 'E0000006');
+  assert.equal(res.body, '');
+  assert.equal(challengeOf(res).scope, 'okta.users.manage');
+  assert.equal(challengeOf(res).error_description, 'The access token provided does not contain the required scopes.');
   assert.equal((await api(base, t, k, 'GET', '/api/v1/groups')).status, 403);
+
+  const ro = await getToken(base, roAdminClient, k);
+  assert.equal((await api(base, ro, k, 'GET', '/api/v1/users?limit=1')).status, 200);
+  const write = await api(base, ro, k, 'POST', '/api/v1/users', { body: { profile: { login: 'ro@example.com' } } });
+  assert.equal(write.status, 403);
+  assert.deepEqual({ ...write.json, errorId: 'x' }, {
+    errorCode: 'E0000006', errorSummary: 'You do not have permission to perform the requested action',
+    errorLink: 'E0000006', errorId: 'x', errorCauses: [],
+  });
+  assert.match(write.json.errorId, /^oae[A-Za-z0-9]{22}$/);
+  assert.equal(write.headers['www-authenticate'], undefined);
+
+  const ga = await getToken(base, groupAdminClient, k);
+  assert.equal((await api(base, ga, k, 'GET', '/api/v1/groups?limit=1')).status, 200);
+  assert.equal((await api(base, ga, k, 'GET', '/api/v1/apps')).json.errorCode, 'E0000006');
 });
 
-test('users lifecycle: create, duplicate, deactivate, delete twice', async () => {
-  const login = `new.${Date.now()}@example.com`;
-  const created = await api(base, token, key, 'POST', '/api/v1/users?activate=true',
-    { body: { profile: { firstName: 'New', lastName: 'User', email: login, login } } });
-  assert.equal(created.status, 200, created.body);
+test('unknown path 404 E0000008, wrong method 405 E0000022', async () => {
+  const unknown = await api(base, token, key, 'GET', '/api/v1/policies');
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.json.errorCode, 'E0000008');
+  const method = await api(base, token, key, 'PATCH', '/api/v1/users');
+  assert.equal(method.status, 405);
+  assert.equal(method.json.errorCode, 'E0000022');
+  assert.equal(method.headers.allow, 'GET, POST');
+});
+
+// ---------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------
+
+test('pagination: 450 users in 3 pages of at most 200, two Link lines, Remaining counts down', async () => {
+  const ids = new Set();
+  let next = '/api/v1/users?limit=200';
+  let pages = 0;
+  const remaining = [];
+  while (next) {
+    const res = await api(base, token, key, 'GET', next);
+    assert.equal(res.status, 200, res.body);
+    pages++;
+    for (const u of res.json) ids.add(u.id);
+    const links = rawHeaderValues(res, 'link');
+    assert.ok(links.some((l) => l.endsWith('rel="self"')));
+    next = nextLink(res, base);
+    if (next) assert.equal(links.length, 2);
+    for (const h of ['x-okta-request-id', 'x-rate-limit-limit', 'x-rate-limit-remaining', 'x-rate-limit-reset', 'date']) {
+      assert.ok(res.headers[h], h);
+    }
+    remaining.push(Number(res.headers['x-rate-limit-remaining']));
+  }
+  assert.equal(pages, 3);
+  assert.equal(ids.size, 450);
+  assert.ok([...ids].every((id) => /^00u\d{15}$/.test(id)));
+  if (remaining[0] > remaining[2]) assert.deepEqual(remaining, [599, 598, 597]); // (unless a minute ended between)
+});
+
+test('get by id, login (percent-decoded htu) and shortname', async () => {
+  const ok = await api(base, token, key, 'GET', '/api/v1/users/user7%40example.com',
+    { htu: `${base}/api/v1/users/user7@example.com` });
+  assert.equal(ok.status, 200, ok.body);
+  assert.equal(ok.json.id, '00u000000000000007');
+  assert.deepEqual(ok.json.credentials, { password: {}, provider: { type: 'OKTA', name: 'OKTA' } });
+  const encoded = await api(base, token, key, 'GET', '/api/v1/users/user7%40example.com',
+    { htu: `${base}/api/v1/users/user7%40example.com` });
+  assert.equal(encoded.status, 400);
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users/USER8')).json.id, '00u000000000000008');
+  const missing = await api(base, token, key, 'GET', '/api/v1/users/nobody%40example.com');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.json.errorSummary, 'Not found: Resource not found: nobody@example.com (User)');
+});
+
+test('users: q, filter, search', async () => {
+  const q = await api(base, token, key, 'GET', '/api/v1/users?q=user1');
+  assert.equal(q.json.length, 10); // default limit with q
+  assert.equal(nextLink(q, base), null); // q does not paginate
+  assert.ok(q.json.every((u) => u.profile.login.startsWith('user1')));
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users?q=Lovelace&limit=200')).json.length, 40); // 1-20, 401-420
+
+  const enc = (s) => encodeURIComponent(s);
+  const f = await api(base, token, key, 'GET', `/api/v1/users?limit=5&filter=${enc('status eq "ACTIVE"')}`);
+  assert.equal(f.json.length, 5);
+  assert.ok(rawHeaderValues(f, 'link').find((l) => l.includes('rel="next"')).includes('filter='));
+  const login = await api(base, token, key, 'GET', `/api/v1/users?filter=${enc('profile.login eq "user42@example.com"')}`);
+  assert.deepEqual(login.json.map((u) => u.id), ['00u000000000000042']);
+  const recent = await api(base, token, key, 'GET',
+    `/api/v1/users?filter=${enc('lastUpdated gt "2017-03-01T00:00:00Z" and lastUpdated lt "2017-03-05T00:00:00.000Z"')}`);
+  assert.equal(recent.json.length, 4);
+  const s = await api(base, token, key, 'GET', `/api/v1/users?search=${enc('profile.lastName sw "tur" and status eq "ACTIVE"')}`);
+  assert.equal(s.json.length, 40);
+  assert.ok(s.json.every((u) => u.profile.lastName === 'Turing'));
+
+  const bad = await api(base, token, key, 'GET', `/api/v1/users?filter=${enc('profile.login co "user"')}`);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.errorCode, 'E0000031');
+  assert.equal(bad.json.errorSummary,
+    'The supplied combination of operator and field is not currently supported. Operator: co, Field: profile.login');
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/users?search=${enc('status eq')}`)).json.errorCode, 'E0000031');
+});
+
+test('users: create (STAGED, PROVISIONED, ACTIVE), update, replace, delete twice', async () => {
+  const stamp = Date.now();
+  const mk = (query, body) => api(base, token, key, 'POST', `/api/v1/users${query}`, { body });
+  const staged = await mk('?activate=false', { profile: { login: `staged.${stamp}@example.com` } });
+  assert.equal(staged.status, 200, staged.body);
+  assert.equal(staged.json.status, 'STAGED');
+  const prov = await mk('', { profile: { login: `prov.${stamp}@example.com` } });
+  assert.equal(prov.json.status, 'PROVISIONED');
+  assert.equal(prov.json.credentials.password, undefined);
+  const login = `new.${stamp}@example.com`;
+  const created = await mk('?activate=true', {
+    profile: { firstName: 'New', lastName: 'User', email: login, login, department: 'R&D' },
+    credentials: { password: { value: 'Secr3t-value!' } }, groupIds: ['00g000000000000005'],
+  });
   assert.equal(created.json.status, 'ACTIVE');
-  const dup = await api(base, token, key, 'POST', '/api/v1/users?activate=true', { body: { profile: { login } } });
+  assert.deepEqual(created.json.credentials.password, {});
+  assert.ok(!created.body.includes('Secr3t'));
+  const dup = await mk('', { profile: { login: login.toUpperCase() } });
   assert.equal(dup.status, 400);
-  assert.equal(dup.json.errorCode, 'E0000001');
-  assert.match(dup.json.errorCauses[0].errorSummary, /already exists/);
-  const noLogin = await api(base, token, key, 'POST', '/api/v1/users', { body: { profile: { email: 'a@b.c' } } });
-  assert.equal(noLogin.json.errorCode, 'E0000001');
-
+  assert.equal(dup.json.errorSummary, 'Api validation failed: login');
+  assert.equal(dup.json.errorCauses[0].errorSummary, 'login: An object with this field already exists in the current organization');
   const id = created.json.id;
-  const deact = await api(base, token, key, 'POST', `/api/v1/users/${id}/lifecycle/deactivate`);
-  assert.equal(deact.status, 200);
-  assert.deepEqual(deact.json, {});
+  const groupsOf = await api(base, token, key, 'GET', `/api/v1/users/${id}/groups`);
+  assert.deepEqual(groupsOf.json.map((g) => g.id), ['00g000000000000001', '00g000000000000005']);
+
+  const upd = await api(base, token, key, 'POST', `/api/v1/users/${id}`, { body: { profile: { firstName: 'Renamed' } } });
+  assert.equal(upd.json.profile.firstName, 'Renamed');
+  assert.equal(upd.json.profile.department, 'R&D');
+  const rep = await api(base, token, key, 'PUT', `/api/v1/users/${id}`, { body: { profile: { login, email: login } } });
+  assert.equal(rep.json.profile.department, undefined);
+  assert.equal(rep.json.profile.firstName, undefined);
+
+  const del1 = await api(base, token, key, 'DELETE', `/api/v1/users/${id}`);
+  assert.equal(del1.status, 204);
+  assert.equal(del1.body, '');
   assert.equal((await api(base, token, key, 'GET', `/api/v1/users/${id}`)).json.status, 'DEPROVISIONED');
-  const del = await api(base, token, key, 'DELETE', `/api/v1/users/${id}`);
-  assert.equal(del.status, 204);
-  assert.equal(del.body, '');
-  assert.equal((await api(base, token, key, 'GET', `/api/v1/users/${id}`)).status, 404);
+  const deprov = await api(base, token, key, 'POST', `/api/v1/users/${id}`, { body: { profile: { firstName: 'X' } } });
+  assert.equal(deprov.status, 403);
+  assert.equal(deprov.json.errorCode, 'E0000038');
+  // The plain list leaves DEPROVISIONED users out; a filter finds them.
+  const all = await api(base, token, key, 'GET', '/api/v1/users?limit=200&after=00u000000000000450');
+  assert.ok(!all.json.some((u) => u.id === id));
+  const f = await api(base, token, key, 'GET', `/api/v1/users?filter=${encodeURIComponent(`id eq "${id}"`)}`);
+  assert.equal(f.json.length, 1);
+  assert.equal((await api(base, token, key, 'DELETE', `/api/v1/users/${id}`)).status, 204);
+  const gone = await api(base, token, key, 'GET', `/api/v1/users/${id}`);
+  assert.equal(gone.status, 404);
+  assert.equal(gone.json.errorCode, 'E0000007');
 });
 
-test('groups paginate, unknown routes 404, filter works', async () => {
+test('users: lifecycle transitions and Okta errors', async () => {
+  const created = await api(base, token, key, 'POST', '/api/v1/users?activate=false',
+    { body: { profile: { login: `life.${Date.now()}@example.com` }, credentials: { password: { value: 'pw-123456' } } } });
+  const id = created.json.id;
+  const lc = (op, query = '') => api(base, token, key, 'POST', `/api/v1/users/${id}/lifecycle/${op}${query}`);
+  const status = async () => (await api(base, token, key, 'GET', `/api/v1/users/${id}`)).json.status;
+
+  const susp = await lc('suspend');
+  assert.equal(susp.status, 400);
+  assert.equal(susp.json.errorCode, 'E0000001');
+  const act = await lc('activate', '?sendEmail=false');
+  assert.equal(act.status, 200);
+  assert.match(act.json.activationUrl, /\/welcome\//);
+  assert.equal(await status(), 'ACTIVE');
+  const again = await lc('activate');
+  assert.equal(again.status, 403);
+  assert.equal(again.json.errorCode, 'E0000016');
+  assert.deepEqual((await lc('suspend')).json, {});
+  assert.equal(await status(), 'SUSPENDED');
+  assert.deepEqual((await lc('unsuspend')).json, {});
+  assert.equal((await lc('unsuspend')).json.errorCode, 'E0000001');
+
+  const unlock = await lc('unlock');
+  assert.equal(unlock.status, 403);
+  assert.equal(unlock.json.errorCode, 'E0000032');
+  assert.deepEqual(unlock.json.errorCauses, [{ errorSummary: 'The user is not locked out.' }]);
+  await control(base, { user_status: { [id]: 'LOCKED_OUT' } });
+  assert.equal((await lc('unlock')).status, 200);
+  assert.equal(await status(), 'ACTIVE');
+
+  const exp = await lc('expire_password');
+  assert.equal(exp.json.status, 'PASSWORD_EXPIRED');
+  assert.equal((await lc('expire_password_with_temp_password')).json.tempPassword.length, 12);
+  const reset = await lc('reset_password', '?sendEmail=false');
+  assert.match(reset.json.resetPasswordUrl, new RegExp(`^${base}/reset_password/\\w+$`));
+  assert.equal(await status(), 'RECOVERY');
+  assert.deepEqual((await lc('deactivate')).json, {});
+  assert.equal((await lc('reset_password')).json.errorCode, 'E0000038');
+  assert.equal((await lc('frobnicate')).status, 404);
+});
+
+test('factors: seeded deterministically, list, unenroll, reset_factors', async () => {
+  const list = async (n) => (await api(base, token, key, 'GET', `/api/v1/users/00u${String(n).padStart(15, '0')}/factors`)).json;
+  const f15 = await list(15);
+  assert.deepEqual(f15.map((f) => f.factorType), ['push', 'token:software:totp', 'sms']);
+  assert.deepEqual(f15.map((f) => f.id), ['opf000000000000015', 'uft000000000000015', 'mbl000000000000015']);
+  assert.deepEqual(await list(2), []);
+  assert.equal((await list(13))[0].status, 'PENDING_ACTIVATION');
+  const del = await api(base, token, key, 'DELETE', '/api/v1/users/00u000000000000015/factors/uft000000000000015');
+  assert.equal(del.status, 204);
+  const again = await api(base, token, key, 'DELETE', '/api/v1/users/00u000000000000015/factors/uft000000000000015');
+  assert.equal(again.status, 404);
+  assert.equal(again.json.errorSummary, 'Not found: Resource not found: uft000000000000015 (UserFactor)');
+  const rf = await api(base, token, key, 'POST', '/api/v1/users/00u000000000000015/lifecycle/reset_factors');
+  assert.deepEqual(rf.json, {});
+  assert.deepEqual(await list(15), []);
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users/00u000000000000015')).json.status, 'ACTIVE');
+});
+
+// ---------------------------------------------------------------------------
+// Groups and apps
+// ---------------------------------------------------------------------------
+
+test('groups: paginate, q, search, filter, create, members', async () => {
   const g = await api(base, token, key, 'GET', '/api/v1/groups?limit=20');
   assert.equal(g.status, 200);
   assert.equal(g.json.length, 20);
-  assert.ok(rawHeaderValues(g, 'link').some((l) => l.includes('rel="next"')));
-  const unknown = await api(base, token, key, 'GET', '/api/v1/apps');
-  assert.equal(unknown.status, 404);
-  assert.equal(unknown.json.errorCode, 'E0000022');
-  const f = await api(base, token, key, 'GET', `/api/v1/users?limit=5&filter=${encodeURIComponent('status eq "ACTIVE"')}`);
-  assert.equal(f.status, 200);
-  assert.equal(f.json.length, 5);
-  assert.ok(rawHeaderValues(f, 'link').find((l) => l.includes('rel="next"')).includes('filter='));
+  assert.equal(g.json[0].type, 'BUILT_IN');
+  assert.ok(nextLink(g, base));
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/groups?q=group%202')).json.length, 11); // 2, 20-29
+  const s = await api(base, token, key, 'GET', `/api/v1/groups?search=${encodeURIComponent('type eq "BUILT_IN"')}`);
+  assert.deepEqual(s.json.map((x) => x.profile.name), ['Everyone']);
+
+  const name = `Team ${Date.now()}`;
+  const c = await api(base, token, key, 'POST', '/api/v1/groups', { body: { profile: { name, description: 'd' } } });
+  assert.equal(c.status, 200);
+  assert.equal(c.json.type, 'OKTA_GROUP');
+  const dup = await api(base, token, key, 'POST', '/api/v1/groups', { body: { profile: { name } } });
+  assert.equal(dup.json.errorCode, 'E0000001');
+  const gid = c.json.id;
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/groups/${gid}`)).json.profile.name, name);
+
+  const put = await api(base, token, key, 'PUT', `/api/v1/groups/${gid}/users/00u000000000000003`);
+  assert.equal(put.status, 204);
+  await api(base, token, key, 'PUT', `/api/v1/groups/${gid}/users/00u000000000000004`);
+  assert.deepEqual((await api(base, token, key, 'GET', `/api/v1/groups/${gid}/users`)).json.map((u) => u.id),
+    ['00u000000000000003', '00u000000000000004']);
+  assert.equal((await api(base, token, key, 'DELETE', `/api/v1/groups/${gid}/users/00u000000000000003`)).status, 204);
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/groups/${gid}/users`)).json.length, 1);
+  const members = await api(base, token, key, 'GET', '/api/v1/groups/00g000000000000030/users');
+  assert.equal(members.json.length, 15);
+  const everyone = await api(base, token, key, 'PUT', '/api/v1/groups/00g000000000000001/users/00u000000000000003');
+  assert.equal(everyone.status, 400);
+  const none = await api(base, token, key, 'GET', '/api/v1/groups/00gnothere/users');
+  assert.equal(none.json.errorSummary, 'Not found: Resource not found: 00gnothere (UserGroup)');
+});
+
+test('apps: list, q, filter, get, users and groups, assign and unassign', async () => {
+  const list = await api(base, token, key, 'GET', '/api/v1/apps');
+  assert.equal(list.status, 200);
+  assert.deepEqual(list.json.map((a) => a.name), ['saasure', 'okta_enduser', 'salesforce', 'slack', 'bookmark']);
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/apps?q=sales')).json[0].label, 'Salesforce.com');
+  const inactive = await api(base, token, key, 'GET', `/api/v1/apps?filter=${encodeURIComponent('status eq "INACTIVE"')}`);
+  assert.deepEqual(inactive.json.map((a) => a.name), ['bookmark']);
+  const ofUser = await api(base, token, key, 'GET', `/api/v1/apps?filter=${encodeURIComponent('user.id eq "00u000000000000010"')}`);
+  assert.deepEqual(ofUser.json.map((a) => a.name), ['salesforce', 'slack']);
+  const two = await api(base, token, key, 'GET', `/api/v1/apps?filter=${encodeURIComponent('status eq "ACTIVE" and name eq "slack"')}`);
+  assert.equal(two.status, 400);
+  const missing = await api(base, token, key, 'GET', '/api/v1/apps/0oanothere');
+  assert.equal(missing.json.errorSummary, 'Not found: Resource not found: 0oanothere (AppInstance)');
+
+  const sf = '0oa000000000000003';
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/apps/${sf}`)).json.signOnMode, 'SAML_2_0');
+  const au = await api(base, token, key, 'GET', `/api/v1/apps/${sf}/users?limit=500`);
+  // every 10th user directly (45) and group 3's members (150) as GROUP, counted once
+  assert.equal(au.json.length, 45 + 150 - 15);
+  assert.equal(au.json.find((x) => x.id === '00u000000000000030').scope, 'USER');
+  assert.equal(au.json.find((x) => x.id === '00u000000000000003').scope, 'GROUP');
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/apps/${sf}/users`)).json.length, 50); // default limit
+
+  const assign = await api(base, token, key, 'POST', `/api/v1/apps/${sf}/users`, { body: { id: '00u000000000000001', scope: 'USER' } });
+  assert.equal(assign.status, 200);
+  assert.equal(assign.json.scope, 'USER');
+  assert.equal(assign.json.credentials.userName, 'user1@example.com');
+  assert.equal((await api(base, token, key, 'DELETE', `/api/v1/apps/${sf}/users/00u000000000000001`)).status, 204);
+  assert.equal((await api(base, token, key, 'DELETE', `/api/v1/apps/${sf}/users/00u000000000000001`)).status, 404);
+
+  const wiki = '0oa000000000000005';
+  const ag = await api(base, token, key, 'PUT', `/api/v1/apps/${wiki}/groups/00g000000000000007`, { body: { priority: 2 } });
+  assert.equal(ag.status, 200);
+  assert.equal(ag.json.id, '00g000000000000007');
+  assert.equal(ag.json.priority, 2);
+  assert.deepEqual((await api(base, token, key, 'GET', `/api/v1/apps/${wiki}/groups`)).json.map((x) => x.id), ['00g000000000000007']);
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/apps/${wiki}/users?limit=500`)).json.length, 64);
+  assert.equal((await api(base, token, key, 'DELETE', `/api/v1/apps/${wiki}/groups/00g000000000000007`)).status, 204);
+  assert.deepEqual((await api(base, token, key, 'GET', `/api/v1/apps/${wiki}/groups`)).json, []);
+});
+
+// ---------------------------------------------------------------------------
+// System Log
+// ---------------------------------------------------------------------------
+
+test('logs: polling always has a next link that resumes after the last event', async () => {
+  const first = await api(base, token, key, 'GET', '/api/v1/logs?limit=20');
+  assert.equal(first.status, 200);
+  assert.equal(first.json.length, 20);
+  const ev = first.json[0];
+  for (const k of ['uuid', 'published', 'eventType', 'displayMessage', 'severity', 'actor', 'client', 'outcome', 'target',
+    'transaction', 'debugContext']) assert.ok(k in ev, k);
+  assert.deepEqual(Object.keys(ev.actor).sort(), ['alternateId', 'detailEntry', 'displayName', 'id', 'type']);
+  assert.ok(first.json.every((e, i) => i === 0 || e.published >= first.json[i - 1].published));
+  const seen = new Set(first.json.map((e) => e.uuid));
+  let next = nextLink(first, base);
+  const sizes = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await api(base, token, key, 'GET', next);
+    sizes.push(res.json.length);
+    for (const e of res.json) { assert.ok(!seen.has(e.uuid)); seen.add(e.uuid); }
+    next = nextLink(res, base);
+    assert.ok(next, 'a polling page always links on');
+  }
+  assert.deepEqual(sizes, [20, 10, 0]);
+  const emptyAgain = await api(base, token, key, 'GET', next);
+  assert.equal(nextLink(emptyAgain, base), next); // the same position
+  await control(base, { log_events: 3 });
+  const fresh = await api(base, token, key, 'GET', next);
+  assert.equal(fresh.json.length, 3);
+  const after = await api(base, token, key, 'GET', nextLink(fresh, base));
+  assert.deepEqual(after.json, []);
+});
+
+test('logs: bounded queries end without a next link; filter, q and errors', async () => {
+  const now = new Date();
+  const since = new Date(now - 2 * 3600000).toISOString();
+  const until = now.toISOString();
+  let next = `/api/v1/logs?since=${since}&until=${until}&limit=30`;
+  const sizes = [];
+  while (next) {
+    const res = await api(base, token, key, 'GET', next);
+    sizes.push(res.json.length);
+    next = nextLink(res, base);
+  }
+  assert.equal(sizes[0], 30);
+  assert.ok(sizes.reduce((a, b) => a + b) >= 50);
+  const desc = await api(base, token, key, 'GET', `/api/v1/logs?since=${since}&until=${until}&sortOrder=DESCENDING&limit=5`);
+  assert.ok(desc.json[0].published >= desc.json[4].published);
+
+  const enc = encodeURIComponent;
+  const f = await api(base, token, key, 'GET', `/api/v1/logs?limit=1000&filter=${enc('eventType eq "user.lifecycle.create"')}`);
+  assert.ok(f.json.length >= 6);
+  assert.ok(f.json.every((e) => e.eventType === 'user.lifecycle.create' && e.displayMessage === 'Create okta user'));
+  const fail = await api(base, token, key, 'GET', `/api/v1/logs?filter=${enc('outcome.result eq "FAILURE" and severity eq "WARN"')}`);
+  assert.ok(fail.json.length >= 6);
+  const kw = await api(base, token, key, 'GET', '/api/v1/logs?q=membership&limit=1000');
+  assert.ok(kw.json.length > 0 && kw.json.every((e) => /membership/.test(e.displayMessage)));
+
+  const badOp = await api(base, token, key, 'GET', `/api/v1/logs?filter=${enc('display_message eqq "Create okta user"')}`);
+  assert.equal(badOp.status, 400);
+  assert.equal(badOp.json.errorSummary, "Invalid filter 'display_message eqq \"Create okta user\"': Unrecognized attribute " +
+    "operator 'eqq' at position 16. Expected: eq,co,sw,pr,gt,ge,lt,le");
+  const badDate = await api(base, token, key, 'GET', '/api/v1/logs?until=yesterday');
+  assert.equal(badDate.json.errorCode, 'E0000001');
+  assert.equal(badDate.json.errorCauses.length, 2);
+  const old = new Date(Date.now() - 200 * 86400000).toISOString();
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/logs?since=${old}`)).json.errorCode, 'E0000053');
+  assert.equal((await api(base, token, key, 'GET', `/api/v1/logs?q=${'x'.repeat(41)}`)).json.errorCode, 'E0000001');
+
+  const k = await makeDpopKey();
+  const noLogs = await getToken(base, dpopClient, k, 'okta.users.read');
+  const denied = await api(base, noLogs, k, 'GET', '/api/v1/logs');
+  assert.equal(denied.status, 403);
+  assert.equal(challengeOf(denied).scope, 'okta.logs.read');
+});
+
+// ---------------------------------------------------------------------------
+// Rate limits and concurrency
+// ---------------------------------------------------------------------------
+
+test('rate limits: Workforce buckets and headers per endpoint family', async () => {
+  await awayFromMinuteEdge();
+  const limitOf = async (method, p, body) => {
+    const res = await api(base, token, key, method, p, { body });
+    assert.ok(res.status < 300, `${method} ${p}: ${res.status} ${res.body}`);
+    const reset = Number(res.headers['x-rate-limit-reset']);
+    assert.equal(reset % 60, 0);
+    assert.ok(reset > Date.now() / 1000 && reset <= Date.now() / 1000 + 60);
+    return Number(res.headers['x-rate-limit-limit']);
+  };
+  const u = '00u000000000000011';
+  assert.equal(await limitOf('GET', '/api/v1/users?limit=1'), 600);
+  assert.equal(await limitOf('GET', `/api/v1/users/${u}`), 2000);
+  assert.equal(await limitOf('POST', `/api/v1/users/${u}`, { profile: {} }), 600);
+  assert.equal(await limitOf('GET', `/api/v1/users/${u}/factors`), 1200);
+  assert.equal(await limitOf('GET', '/api/v1/groups?limit=1'), 500);
+  assert.equal(await limitOf('GET', '/api/v1/groups/00g000000000000002'), 1000);
+  assert.equal(await limitOf('GET', '/api/v1/groups/00g000000000000002/users?limit=1'), 1200);
+  assert.equal(await limitOf('GET', '/api/v1/apps'), 100);
+  assert.equal(await limitOf('GET', '/api/v1/apps/0oa000000000000001'), 500);
+  assert.equal(await limitOf('GET', '/api/v1/logs?limit=1'), 120);
+  const t = await tokenResponse(base, dpopClient, await makeDpopKey(), 'okta.users.read');
+  assert.equal(t.headers['x-rate-limit-limit'], '2000');
+  assert.equal((await request(`${base}/oauth2/v1/keys`)).headers['x-rate-limit-limit'], undefined); // unlimited
+  const stats = await getStats(base);
+  assert.equal(stats.buckets['GET /api/v1/users/{id}'].peak_used, 1);
+  assert.equal(stats.buckets['/api/v1'].peak_used, 2);
+  assert.equal(stats.buckets['/oauth2'].peak_used_by_client[dpopClient.clientId], 2);
+});
+
+test('rate limits: enforced per bucket, per-app share, a 429 uses up the proof', async () => {
+  await awayFromMinuteEdge();
+  const k = await makeDpopKey();
+  const other = await getToken(base, roAdminClient, k);
+  await control(base, { rate_limits: { '/api/v1/groups': 4 } });
+  const g = (t, kk) => api(base, t, kk, 'GET', '/api/v1/groups?limit=1');
+  assert.deepEqual([(await g(token, key)).headers['x-rate-limit-remaining'], (await g(token, key)).headers['x-rate-limit-remaining']],
+    ['3', '2']);
+  // Third call of the same app: its 50% share is used up; the headers show the whole bucket.
+  const share = await g(token, key);
+  assert.equal(share.status, 429);
+  assert.equal(share.json.errorCode, 'E0000047');
+  assert.equal(share.json.errorSummary, 'API call exceeded rate limit due to too many requests.');
+  assert.equal(share.headers['x-rate-limit-limit'], '4');
+  assert.equal(share.headers['x-rate-limit-remaining'], '2');
+  assert.equal((await g(other, k)).status, 200);
+  assert.equal((await g(other, k)).headers['x-rate-limit-remaining'], '0');
+  const full = await g(other, k);
+  assert.equal(full.status, 429);
+  assert.equal(full.headers['x-rate-limit-remaining'], '0');
+
+  // The proof of a 429 is used up (okta-sdk-golang#554): resending it fails.
+  const p = await proof(key, { htm: 'GET', htu: `${base}/api/v1/groups`, accessToken: token });
+  const headers = { Authorization: `DPoP ${token}`, DPoP: p };
+  assert.equal((await request(`${base}/api/v1/groups?limit=1`, { headers })).status, 429);
+  await control(base, { rate_limits: {} });
+  const resent = await request(`${base}/api/v1/groups?limit=1`, { headers });
+  assert.equal(resent.status, 400);
+  assert.equal(challengeOf(resent).error_description, 'The DPoP proof JWT has already been used.');
+
+  const stats = await getStats(base);
+  assert.equal(stats.count_429, 3);
+  assert.equal(stats.buckets['/api/v1/groups'].limit, 500);
+  assert.equal(stats.buckets['/api/v1/groups'].peak_used, 5);
+  assert.deepEqual(stats.buckets['/api/v1/groups'].peak_used_by_client, { [dpopClient.clientId]: 3, [roAdminClient.clientId]: 2 });
+  await request(`${base}/__emulator/reset`, { method: 'POST' });
+  const cleared = await getStats(base);
+  assert.equal(cleared.in_flight_peak, 0); // every answered request has left
+  assert.equal(cleared.count_429, 0);
+  assert.equal(cleared.buckets['/api/v1/groups'].peak_used, 0);
+});
+
+test('concurrency limit and latency_ms: 429 with 0/0/now+1 past the limit', async () => {
+  await control(base, { concurrency_limit: 3, latency_ms: 400 });
+  const t0 = Date.now();
+  const all = await Promise.all([1, 2, 3, 4, 5].map(() => api(base, token, key, 'GET', '/api/v1/groups?limit=1')));
+  const statuses = all.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+  assert.ok(Date.now() - t0 >= 400);
+  const refused = all.find((r) => r.status === 429);
+  assert.equal(refused.headers['x-rate-limit-limit'], '0');
+  assert.equal(refused.headers['x-rate-limit-remaining'], '0');
+  const reset = Number(refused.headers['x-rate-limit-reset']) - Date.now() / 1000;
+  assert.ok(reset > -1 && reset <= 2, String(reset));
+  assert.equal(refused.json.errorCode, 'E0000047');
+  const stats = await getStats(base);
+  assert.equal(stats.in_flight_peak, 3);
+  assert.equal(stats.count_429, 2);
+  await control(base, { concurrency_limit: 75, latency_ms: 0 });
+  const ev = await api(base, token, key, 'GET', `/api/v1/logs?filter=${encodeURIComponent('eventType eq "core.concurrency.org.limit.violation"')}`);
+  assert.equal(ev.json.length, 1); // only the first violation in 60 s is logged
+  assert.equal(ev.json[0].displayMessage, 'Too many requests in flight');
 });
 
 // ---------------------------------------------------------------------------
@@ -460,6 +979,7 @@ test('rate_limit fault: 429 E0000047 with reset header, then normal again', asyn
   const r1 = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
   assert.equal(r1.status, 429);
   assert.equal(r1.json.errorCode, 'E0000047');
+  assert.equal(r1.headers['x-rate-limit-limit'], '600');
   assert.equal(r1.headers['x-rate-limit-remaining'], '0');
   const reset = Number(r1.headers['x-rate-limit-reset']);
   assert.ok(reset >= now + 6 && reset <= now + 9, String(reset - now));
@@ -468,25 +988,41 @@ test('rate_limit fault: 429 E0000047 with reset header, then normal again', asyn
   assert.deepEqual(log.map((e) => [e.status, e.fault]), [[429, 'rate_limit'], [200, null]]);
 });
 
-test('faults: html502, not_json, next_off_origin, truncated, reset, delay', async () => {
+test('faults: html502/504, not_json, next_off_origin, truncated, reset, delay, query_timeout, server_error', async () => {
   await control(base, {
     faults: [
       { path_prefix: '/api/v1/users', method: 'GET', kind: 'html502' },
+      { path_prefix: '/api/v1/users', kind: 'html504' },
       { path_prefix: '/api/v1/users', kind: 'not_json' },
       { path_prefix: '/api/v1/users', kind: 'next_off_origin' },
       { path_prefix: '/api/v1/users', kind: 'truncated' },
       { path_prefix: '/api/v1/users', kind: 'reset' },
+      { path_prefix: '/api/v1/logs', kind: 'query_timeout' },
+      { path_prefix: '/api/v1/groups', kind: 'server_error' },
     ],
   });
   const r502 = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
   assert.equal(r502.status, 502);
   assert.match(r502.headers['content-type'], /text\/html/);
+  const r504 = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+  assert.equal(r504.status, 504);
+  assert.match(r504.body, /Gateway Timeout/);
   const notJson = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
   assert.equal(notJson.body, '<html>oops</html>');
   const evil = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
   assert.ok(rawHeaderValues(evil, 'link').some((l) => l.startsWith('<https://evil.example.com/') && l.endsWith('rel="next"')));
   await assert.rejects(api(base, token, key, 'GET', '/api/v1/users?limit=1'));
   await assert.rejects(api(base, token, key, 'GET', '/api/v1/users?limit=1'), /ECONNRESET|socket hang up/);
+  const timeout = await api(base, token, key, 'GET', '/api/v1/logs');
+  assert.equal(timeout.status, 500);
+  assert.deepEqual(timeout.json, {
+    errorCode: 'E0000009',
+    errorSummary: "Your last request took too long to complete. This is likely due to a load issue on our side. We've logged " +
+      'this and will work to address it. Please either simplify your query or wait a few minutes and try again.',
+  });
+  const e500 = await api(base, token, key, 'GET', '/api/v1/groups');
+  assert.equal(e500.status, 500);
+  assert.equal(e500.json.errorSummary, 'Internal Server Error');
 
   // A delayed request must not hold up others.
   await control(base, { faults: [{ path_prefix: '/api/v1/groups', kind: 'delay', delay_ms: 800 }] });
@@ -499,7 +1035,7 @@ test('faults: html502, not_json, next_off_origin, truncated, reset, delay', asyn
   assert.ok(Date.now() - t0 >= 800);
 });
 
-test('request log records DPoP and retry details', async () => {
+test('request log records DPoP, retry details and the HTTP version', async () => {
   const p = await proof(key, { htm: 'GET', htu: `${base}/api/v1/users`, accessToken: token, jti: 'log-test-jti' });
   await request(`${base}/api/v1/users?limit=2`, {
     headers: { Authorization: `DPoP ${token}`, DPoP: p, 'X-Okta-Retry-For': 'abc', 'X-Okta-Retry-Count': '1', 'User-Agent': 'oktadpop-test' },
@@ -510,6 +1046,7 @@ test('request log records DPoP and retry details', async () => {
   assert.equal(e.path, '/api/v1/users');
   assert.equal(e.query, 'limit=2');
   assert.equal(e.status, 200);
+  assert.equal(e.http_version, '1.1');
   assert.equal(e.has_dpop, true);
   assert.equal(e.proof_jti, 'log-test-jti');
   assert.equal(e.proof_nonce, null);
@@ -517,49 +1054,105 @@ test('request log records DPoP and retry details', async () => {
   assert.equal(e.retry_for, 'abc');
   assert.equal(e.retry_count, '1');
   assert.equal(e.user_agent, 'oktadpop-test');
+  assert.equal(e.client_id, dpopClient.clientId);
 });
 
-test('TLS: serves https with a make-tls.sh certificate', { timeout: 10000 }, async (t) => {
+test('control rejects unknown keys and bad values without changing anything', async () => {
+  for (const body of [{ nope: 1 }, { rate_limits: { '/api/v2': 3 } }, { app_share: 0 }, { user_status: { '00u000000000000001': 'GONE' } },
+    { faults: [{ path_prefix: '/x', kind: 'html500' }] }, { rs_nonce: true, latency_ms: -1 }]) {
+    const res = await control(base, body);
+    assert.equal(res.status, 400, JSON.stringify(body));
+  }
+  const st = (await request(`${base}/__emulator/state`)).json;
+  assert.equal(st.rs_nonce, false);
+  assert.equal(st.rate_limits['/api/v1/users'], 600);
+  assert.equal(st.log_events >= 50, true);
+});
+
+// ---------------------------------------------------------------------------
+// Transport and command line
+// ---------------------------------------------------------------------------
+
+test('TLS: HTTP/2 for h2 clients, HTTP/1.1 for the others', { timeout: 15000 }, async (t) => {
   try { execFileSync('openssl', ['version']); } catch { t.skip('no openssl'); return; }
   const dir = path.join(tmpDir, 'tls');
   execFileSync('sh', [path.join(HERE, 'make-tls.sh'), dir]);
   const cfg = path.join(tmpDir, 'tls-config.json');
   fs.writeFileSync(cfg, JSON.stringify({ clients: [dpopClient.config], users: 3 }));
   const s = await startServer(cfg, ['--tls-cert', path.join(dir, 'server.pem'), '--tls-key', path.join(dir, 'server-key.pem')]);
+  const ca = fs.readFileSync(path.join(dir, 'ca.pem'));
+  const session = http2.connect(s.url, { ca });
   try {
     assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
-    const ca = fs.readFileSync(path.join(dir, 'ca.pem'));
     const k = await makeDpopKey();
-    // The token flow over https, with the test CA pinned.
+    const htu = `${s.url}/oauth2/v1/token`;
+    // The token flow over HTTP/1.1 (Node's https offers no ALPN), with the test CA pinned.
     let res;
     let nonce;
     for (let i = 0; i < 2; i++) {
-      const body = new URLSearchParams({
-        grant_type: 'client_credentials', scope: 'okta.users.read',
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: await assertion(dpopClient, s.url),
-      }).toString();
-      const DPoP = await proof(k, { htm: 'POST', htu: `${s.url}/oauth2/v1/token`, nonce });
-      res = await request(`${s.url}/oauth2/v1/token`,
-        { method: 'POST', ca, headers: { 'Content-Type': 'application/x-www-form-urlencoded', DPoP }, body });
+      const body = new URLSearchParams(await tokenForm(dpopClient, s.url)).toString();
+      const DPoP = await proof(k, { htm: 'POST', htu, nonce });
+      res = await request(htu, { method: 'POST', ca, headers: { 'Content-Type': 'application/x-www-form-urlencoded', DPoP }, body });
       if (res.json.error !== 'use_dpop_nonce') break;
       nonce = res.headers['dpop-nonce'];
     }
     assert.equal(res.status, 200, res.body);
     await assert.rejects(request(`${s.url}/oauth2/v1/keys`), /self.signed|unable to verify|certificate/i);
+
+    // HTTP/2: a token with the remembered nonce, API calls, two DPoP headers, faults.
+    const form = new URLSearchParams(await tokenForm(dpopClient, s.url)).toString();
+    const tok = await h2request(session, '/oauth2/v1/token', {
+      method: 'POST', body: form,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(k, { htm: 'POST', htu, nonce }) },
+    });
+    assert.equal(tok.status, 200, tok.body);
+    const at = tok.json.access_token;
+    const apiHeaders = async () => ({
+      authorization: `DPoP ${at}`, dpop: await proof(k, { htm: 'GET', htu: `${s.url}/api/v1/users`, accessToken: at }),
+    });
+    const users = await h2request(session, '/api/v1/users?limit=2', { headers: await apiHeaders() });
+    assert.equal(users.status, 200);
+    assert.equal(users.json.length, 2);
+    assert.equal(users.headers['x-rate-limit-limit'], '600');
+    const twice = { ...(await apiHeaders()) };
+    twice.dpop = [twice.dpop, (await apiHeaders()).dpop];
+    const two = await h2request(session, '/api/v1/users', { headers: twice });
+    assert.equal(two.status, 400);
+    assert.match(two.headers['www-authenticate'], /error_description="DPoP proof JWT cannot be parsed\."/);
+    await request(`${s.url}/__emulator/control`, {
+      method: 'POST', ca, headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ faults: [{ path_prefix: '/api/v1/users', kind: 'reset' }, { path_prefix: '/api/v1/users', kind: 'truncated' }] }),
+    });
+    await assert.rejects(h2request(session, '/api/v1/users', { headers: await apiHeaders() }), /stream/i);
+    await assert.rejects(h2request(session, '/api/v1/users', { headers: await apiHeaders() }), /stream/i);
+    // The session survives a reset stream.
+    assert.equal((await h2request(session, '/api/v1/users', { headers: await apiHeaders() })).status, 200);
+
+    const log = (await request(`${s.url}/__emulator/log`, { ca })).json;
+    assert.deepEqual([...new Set(log.map((e) => e.http_version))].sort(), ['1.1', '2.0']);
+    assert.equal(log.filter((e) => e.kind === 'api').every((e) => e.http_version === '2.0'), true);
   } finally {
+    session.destroy();
     await stopServer(s);
   }
 });
 
-test('CLI: --ready-file is written whole, SIGTERM exits cleanly', async () => {
+test('CLI: --ready-file, --clock-skew, rate_limit for every bucket, SIGTERM exits cleanly', async () => {
   const ready = path.join(tmpDir, 'ready.json');
   const cfg = path.join(tmpDir, 'cli-config.json');
-  fs.writeFileSync(cfg, JSON.stringify({ users: 2 }));
-  const s = await startServer(cfg, ['--ready-file', ready]);
+  fs.writeFileSync(cfg, JSON.stringify({ users: 2, rate_limit: 7, rate_limits: { '/api/v1/logs': 3 }, clock_skew: 30 }));
+  const s = await startServer(cfg, ['--ready-file', ready, '--clock-skew', '-120']);
   try {
     const info = JSON.parse(fs.readFileSync(ready, 'utf8'));
     assert.deepEqual({ port: info.port, url: info.url, pid: info.pid }, { port: s.port, url: s.url, pid: s.pid });
+    const st = (await request(`${s.url}/__emulator/state`)).json;
+    assert.equal(st.clock_skew, -120); // the command line wins
+    assert.equal(st.rate_limits['/api/v1/users'], 7);
+    assert.equal(st.rate_limits['/api/v1/logs'], 3);
+    const res = await request(`${s.url}/api/v1/users`);
+    assert.equal(res.headers['x-rate-limit-limit'], '7');
+    const skew = Date.parse(res.headers.date) / 1000 - Date.now() / 1000;
+    assert.ok(skew > -125 && skew < -115, String(skew));
     // Keep a connection open: shutdown must not wait for it.
     const agent = new http.Agent({ keepAlive: true });
     await request(`${s.url}/__emulator/users/count`, { agent }).then((r) => assert.equal(r.json.count, 2));
