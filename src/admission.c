@@ -137,12 +137,15 @@ static int queue_timeout(ok_ctx *c) {
 }
 
 /* The window count's key names the bucket and the window's end, so each window counts anew. */
+void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]) {
+  snprintf(key, OK_BUCKET_NAME + 40, "rl:%s:%.0f", b->name, b->reset);
+}
+
 static int ask_budget(ok_ctx *c, ok_bucket *b) {
   char key[OK_BUCKET_NAME + 40];
-  double server_now = ok_server_now(c->s, c->now);
-  snprintf(key, sizeof key, "rl:%s:%.0f", b->name, b->reset);
+  ok_admit_count_key(b, key);
   lua_pushinteger(c->L, 1);
-  return ok_op_emit_store(c, "incr", key, -1, b->reset - server_now + 60, PH_BUDGET);
+  return ok_op_emit_store(c, "incr", key, -1, b->reset - ok_server_now(c->s, c->now) + 60, PH_BUDGET);
 }
 
 static int send_request(ok_ctx *c) {

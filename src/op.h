@@ -70,6 +70,8 @@ int ok_admit_on_recheck(ok_ctx *c, int in);
 int ok_admit_request(ok_ctx *c);
 int ok_admit_on_slot(ok_ctx *c, int in);
 int ok_admit_on_budget(ok_ctx *c, int in);
+/* The store key of a bucket's count of requests in its current window. */
+void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]);
 /* Stores a 200 token response (result at ridx) and publishes it; 1, or 0 with an error pushed. */
 int ok_admit_take_token(ok_ctx *c, int ridx);
 /* Pushes {action="done", token=, info=} for a token operation. */

@@ -147,14 +147,23 @@ static int challenge(const char *www) {
   return kind;
 }
 
-/* Takes in what the response says about the bucket, the nonce and the clock. */
+/* Takes in what the response says about the bucket, the nonce and the clock. A request sent
+ * to learn an unknown bucket is counted in the window it turned out to be in, like the rest. */
 static void learn(ok_ctx *c, int hidx) {
   lua_State *L = c->L;
   ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
+  int known = ok_bucket_observe(b, ok_header(L, hidx, "x-rate-limit-limit"), ok_header(L, hidx, "x-rate-limit-remaining"),
+                                ok_header(L, hidx, "x-rate-limit-reset"));
   ok_session_learn(c->s, 0, ok_header(L, hidx, "dpop-nonce"), ok_header(L, hidx, "date"), c->now);
-  if (!ok_bucket_observe(b, ok_header(L, hidx, "x-rate-limit-limit"), ok_header(L, hidx, "x-rate-limit-remaining"),
-                         ok_header(L, hidx, "x-rate-limit-reset")) && c->op->probing)
+  if (c->op->probing && known) {
+    char key[OK_BUCKET_NAME + 40];
+    ok_admit_count_key(b, key);
+    lua_pushinteger(L, 1);
+    ok_op_queue_store(c, "incr", key, -1, b->reset - ok_server_now(c->s, c->now) + 60);
+    lua_pop(L, 1);
+  } else if (c->op->probing) {
     b->probe_until = 0; /* no headers: nothing to learn, let the next one go */
+  }
   c->op->probing = 0;
 }
 
