@@ -39,7 +39,7 @@ end
 function Driver:step(op, input)
   local a = op:step(input, self.now)
   while a.action == "store" do
-    self.stores[#self.stores + 1] = a.op .. " " .. a.key:gsub("^okd:[^:]*:", "")
+    self.stores[#self.stores + 1] = a.op .. " " .. a.key:gsub("^ok[da]:[^:]*:", "")
     local v
     if a.op == "incr" then v = self.store:incr(a.key, a.value, 0, a.ttl)
     elseif a.op == "get" then v = self.store:get(a.key)
@@ -242,6 +242,24 @@ describe("the protocol core", function()
       assert.equal(ORG .. "/api/v1/users", claims.htu)
       assert.equal("POST", claims.htm)
       assert.equal(oktadpop.ath("tok.en.1"), claims.ath)
+    end)
+
+    it("puts the path into htu as Okta compares it: decoded, with % space \" # escaped again", function()
+      local d = driver()
+      local cases = {
+        ["/api/v1/users/john%40example.com"] = "/api/v1/users/john@example.com", -- okta-sdk-python #541
+        ["/api/v1/users/a%2Fb%3Fc%23d%25e%40f"] = "/api/v1/users/a/b?c%23d%25e@f", -- okta-sdk-java PR #1528
+        ["/api/v1/groups/x%20y%22z"] = "/api/v1/groups/x%20y%22z",
+        ["/api/v1/users/%C3%A9l%C3%A8ve"] = "/api/v1/users/\195\169l\195\168ve", -- UTF-8 decoded too
+        ["/api/v1/users/bad%FFutf8"] = "/api/v1/users/bad%FFutf8", -- not UTF-8: stays escaped
+        ["/API/v1/users"] = "/API/v1/users",
+      }
+      for path, htu in pairs(cases) do
+        local op, a = d:api("GET", path, {query = {limit = 1}})
+        assert.equal(ORG .. path .. "?limit=1", a.url) -- the request line keeps the escapes
+        assert.equal(ORG .. htu, claims_of(a).htu, path)
+        d:step(op, d:response(200, {}, {}))
+      end
     end)
 
     it("refuses headers it manages, bad names and control characters before any request", function()
@@ -515,6 +533,24 @@ describe("the protocol core", function()
       d:step(probe, d:response(200, rl(100, 99, T0 + 60), {}))
       a = d:wake(op, a)
       assert.equal("send", a.action)
+    end)
+
+    it("shares a bucket's limit and count with every session on the store: one probe, counted", function()
+      local store = core.memory_store()
+      local a1, a2 = driver{store = store, max_capacity = 0.5}, driver{store = store, max_capacity = 0.5}
+      local probe, a = a1:api("GET", "/api/v1/apps")
+      assert.equal("send", a.action)
+      a1:step(probe, a1:response(200, rl(4, 3, T0 + 60), {}))
+      -- the other session (another nginx worker) learns the limit from the store: no probe of
+      -- its own; the probe already used one of the two requests allowed (50 % of 4)
+      local op
+      op, a = a2:api("GET", "/api/v1/apps")
+      assert.equal("send", a.action)
+      a2:step(op, a2:response(200, rl(4, 2, T0 + 60), {}))
+      _, a = a2:api("GET", "/api/v1/apps")
+      assert.equal("sleep", a.action)
+      _, a = a1:api("GET", "/api/v1/apps")
+      assert.equal("sleep", a.action)
     end)
 
     it("never has more than max_concurrency requests in flight", function()

@@ -4,7 +4,8 @@
  *            that N workers or N concurrent requests make one token request, not N;
  *   a slot:  at most max_concurrency requests in flight across everyone sharing the store;
  *   budget:  at most max_capacity of the bucket's per-minute limit (ratelimit.c's rule), the
- *            first request to an unknown bucket going alone to learn its limit.
+ *            first request to a bucket no one sharing the store knows going alone to learn
+ *            its limit and window, which it publishes.
  * Waits are bounded: the lock by its ttl, slots and budget by max_queue_wait. Part of the
  * core: no I/O. */
 #include <math.h>
@@ -141,6 +142,29 @@ void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]) {
   snprintf(key, OK_BUCKET_NAME + 40, "rl:%s:%.0f", b->name, b->reset);
 }
 
+static void shape_key(const char *bucket, char key[OK_BUCKET_NAME + 8]) {
+  snprintf(key, OK_BUCKET_NAME + 8, "rlb:%s", bucket);
+}
+
+/* The limit rarely changes and the window rolls by whole minutes, so the entry lives an hour. */
+void ok_admit_publish_shape(ok_ctx *c, const ok_bucket *b) {
+  char key[OK_BUCKET_NAME + 8], value[64];
+  shape_key(b->name, key);
+  snprintf(value, sizeof value, "%.0f %.0f", b->limit, b->reset);
+  lua_pushstring(c->L, value);
+  ok_op_queue_store(c, "set", key, -1, 3600);
+  lua_pop(c->L, 1);
+}
+
+int ok_admit_on_shape(ok_ctx *c, int in) {
+  ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
+  double limit, reset;
+  const char *value = lua_type(c->L, in) == LUA_TSTRING ? lua_tostring(c->L, in) : NULL;
+  if (value && sscanf(value, "%lf %lf", &limit, &reset) == 2 && ok_bucket_adopt(b, limit, reset))
+    ok_op_log(c, "%s: limit %.0f a minute, as another process learned it", b->name, limit);
+  return ok_admit_request(c);
+}
+
 static int ask_budget(ok_ctx *c, ok_bucket *b) {
   char key[OK_BUCKET_NAME + 40];
   ok_admit_count_key(b, key);
@@ -175,6 +199,12 @@ int ok_admit_request(ok_ctx *c) {
   b = ok_session_bucket(c->s, op->bucket);
   ok_bucket_roll(b, ok_server_now(c->s, c->now));
   if (!op->admitted && b->limit > 0) return ask_budget(c, b);
+  if (!op->admitted && !op->shape_asked) { /* another process sharing the store may know it */
+    char key[OK_BUCKET_NAME + 8];
+    shape_key(b->name, key);
+    op->shape_asked = 1;
+    return ok_op_emit_store(c, "get", key, 0, 0, PH_SHAPE);
+  }
   if (!op->admitted) { /* the limit is not known yet: one request at a time learns it */
     if (b->probe_until > c->now) {
       ok_op_release_slot(c);

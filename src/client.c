@@ -669,7 +669,7 @@ static int batch_body(lua_State *L) {
  * path=, query=, body=, headers=} (or a path to GET), or what opts.request makes of it. Every
  * request goes through the core like a single call, at most `concurrency` (default
  * max_concurrency) at once; results[i] = {index=, input=, request=, ok=, body=, res=, error=};
- * failed lists the results that failed, to retry just those.
+ * failed lists the results that failed (in the order they completed), to retry just those.
  * @function client:batch
  */
 static int client_batch(lua_State *L) {

@@ -8,8 +8,6 @@
 #include <string.h>
 #include "core.h"
 
-static const char *const page_option_names[] = {"from", "interval", "max_pages", "max_items", "duration", NULL};
-
 /* Checks (method, path, {query=, body=, headers=} at oidx) and pushes an operation of kind. */
 static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int pidx, int oidx) {
   static const char *const names[] = {"query", "body", "headers", NULL};
@@ -93,8 +91,8 @@ static int session_poll(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
       int is_option = 0;
-      for (int i = 0; page_option_names[i] && lua_type(L, -2) == LUA_TSTRING; i++)
-        is_option |= strcmp(lua_tostring(L, -2), page_option_names[i]) == 0;
+      for (int i = 0; ok_page_option_names[i] && lua_type(L, -2) == LUA_TSTRING; i++)
+        is_option |= strcmp(lua_tostring(L, -2), ok_page_option_names[i]) == 0;
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
       lua_settable(L, is_option ? 5 : 4);

@@ -30,7 +30,8 @@ void ok_config_free(ok_config *cfg);
 typedef struct ok_session {
   ok_config cfg;
   ok_key *assertion_key, *dpop_key; /* kept alive by the session's uservalue */
-  char store_prefix[32];            /* names this client's keys in a shared store */
+  char store_prefix[32];            /* names this token's keys (state, lock) in a shared store */
+  char app_prefix[32];              /* names the app's budget keys (inflight, rl:, rlb:): Okta counts per app */
   char *token, *token_type, *token_scope, *missing_scopes;
   size_t token_len;
   char token_ath[44];               /* the token's ath, hashed once per token, not per call */
@@ -116,6 +117,8 @@ int ok_op_step(lua_State *L, int opidx, int inidx, double now);
 int ok_op_abort(lua_State *L, int opidx);
 /* Sets the page options of a pages or poll operation from the table at idx; 1, or 0 + nil, err. */
 int ok_op_page_options(lua_State *L, int opidx, int idx);
+/* The names of those options (poll's other keys are its query). */
+extern const char *const ok_page_option_names[];
 void ok_op_open(lua_State *L);
 
 /* ---- the core table, oktadpop.core, for drivers ---- */

@@ -12,10 +12,10 @@
 #define OK_DEFAULT_MAX_AGE 60
 #define OK_DEFAULT_LEEWAY 10
 
-/* Pushes the normalised htu of url, or nil, err. */
-static int push_htu(lua_State *L, const char *url, size_t n) {
+/* Pushes the normalised htu of url (as Okta wants it when for_okta), or nil, err. */
+static int push_htu(lua_State *L, const char *url, size_t n, int for_okta) {
   const char *why = NULL;
-  char *norm = ok_htu_normalize(url, n, &why);
+  char *norm = for_okta ? ok_htu_okta(url, n, &why) : ok_htu_normalize(url, n, &why);
   if (!norm) return ok_fail(L, "config", "invalid htu: %s", why);
   lua_pushstring(L, norm); /* may throw on OOM: the only allocation is freed right after */
   free(norm);
@@ -28,7 +28,7 @@ static int push_htu(lua_State *L, const char *url, size_t n) {
 int ok_htu(lua_State *L) {
   size_t n;
   const char *url = luaL_checklstring(L, 1, &n);
-  return push_htu(L, url, n);
+  return push_htu(L, url, n, 0);
 }
 
 void ok_ath_of(const char *token, size_t n, char out[44]) {
@@ -96,9 +96,8 @@ static const char *dpop_header(ok_key *k) {
 }
 
 /* Appends s as a JSON string: directly when every character is one JSON takes as it is (our
- * own jti, ath, method and normalised htu: base64url and URL characters), through cjson
- * otherwise. A normalised htu has no quote, backslash or control character: they are
- * percent-encoded. */
+ * own jti, ath, method and most htu: base64url and URL characters), through cjson otherwise
+ * (an htu in Okta's form may hold decoded characters). */
 static int json_plain(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
          (c && strchr("-_.~!$&'()*+,;=:@/%", c));
@@ -114,7 +113,7 @@ static void add_json_safe(lua_State *L, luaL_Buffer *b, const char *s) {
 }
 
 /* Builds and signs a proof; ath is the base64url hash or NULL; jti NULL means a fresh one. */
-static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu, size_t htulen,
+static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu, size_t htulen, int for_okta,
                       const char *nonce, const char *ath, long long iat, const char *jti) {
   char jtibuf[32], num[32];
   const char *hdr = dpop_header(k);
@@ -128,7 +127,7 @@ static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu,
     jtibuf[22] = '\0';
     jti = jtibuf;
   }
-  if (push_htu(L, htu, htulen) != 1) return 2;
+  if (push_htu(L, htu, htulen, for_okta) != 1) return 2;
   htu = lua_tolstring(L, -1, &htulen);
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "{\"jti\":");
@@ -163,7 +162,7 @@ int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *ath, long long iat) {
   int top = lua_gettop(L);
   if (!key->pkey) return ok_fail(L, "key", "the DPoP key has been freed");
-  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), nonce, ath, iat, NULL));
+  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), 1, nonce, ath, iat, NULL));
 }
 
 /*** oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=})
@@ -185,7 +184,7 @@ int ok_dpop_proof(lua_State *L) {
   if (!htm || !valid_method(htm)) return ok_fail(L, "config", "dpop_proof needs htm, an upper-case HTTP method");
   if (!htu) return ok_fail(L, "config", "dpop_proof needs htu, the request URL");
   if (token && !ath) { ok_ath_of(token, toklen, athbuf); ath = athbuf; }
-  return dpop_build(L, k, htm, htu, htulen, nonce, ath, (long long)iat, jti);
+  return dpop_build(L, k, htm, htu, htulen, 0, nonce, ath, (long long)iat, jti);
 }
 
 int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char *aud,
@@ -313,13 +312,13 @@ static int proof_key(lua_State *L, int hidx) {
 static int proof_request_claims(lua_State *L, int cidx, const proof_opts *o) {
   double iat;
   if (!ok_jws_field_is(L, cidx, "htm", o->htm, o->htm_len)) return proof_fail(L, "htm", bad_proof, "htm does not match the request method");
-  if (push_htu(L, o->htu, o->htu_len) != 1) return 2;
+  if (push_htu(L, o->htu, o->htu_len, 0) != 1) return 2;
   lua_getfield(L, cidx, "htu");
   if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad_proof, "htu is missing");
   {
     size_t n;
     const char *claimed = lua_tolstring(L, -1, &n);
-    if (push_htu(L, claimed, n) != 1 || !lua_rawequal(L, -1, -3))
+    if (push_htu(L, claimed, n, 0) != 1 || !lua_rawequal(L, -1, -3))
       return proof_fail(L, "htu", bad_proof, "htu does not match the request URL");
   }
   lua_getfield(L, cidx, "iat");

@@ -131,7 +131,8 @@ int ok_escape(lua_State *L);
 int ok_dpop_verify(lua_State *L);
 int ok_client_assertion(lua_State *L);
 int ok_htu(lua_State *L);
-/* Pushes a DPoP proof for key (nonce/ath may be NULL) with the given iat, or nil, err. */
+/* Pushes a DPoP proof for a request to Okta (the htu in Okta's form, ok_htu_okta) for key
+ * (nonce/ath may be NULL) with the given iat, or nil, err. */
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *ath, long long iat);
 /* base64url(SHA-256(token)) into out[44], NUL-terminated. */

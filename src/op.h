@@ -10,7 +10,7 @@
 #define OK_NO_LIMIT 1e15 /* pages, items or seconds: more than any walk will see */
 
 /* What the last action was, so that the next answer is understood. */
-enum ok_phase { PH_START, PH_PEEK, PH_LOCK, PH_RECHECK, PH_TOKEN, PH_SLOT, PH_BUDGET, PH_API, PH_ITEMS, PH_QUEUED, PH_END };
+enum ok_phase { PH_START, PH_PEEK, PH_LOCK, PH_RECHECK, PH_TOKEN, PH_SLOT, PH_SHAPE, PH_BUDGET, PH_API, PH_ITEMS, PH_QUEUED, PH_END };
 
 typedef struct ok_op {
   enum ok_op_kind kind;
@@ -22,7 +22,7 @@ typedef struct ok_op {
   char rejected[44];               /* ath of a token not to adopt again (refused, or being replaced) */
   char bucket[OK_BUCKET_NAME];
   int nonce_tries, rs_nonce_retried, token_refreshed, rl_retries, srv_retries, skew_retried;
-  int holds_lock, holds_slot, admitted, probing;
+  int holds_lock, holds_slot, admitted, probing, shape_asked; /* shape: a bucket's limit and window */
   int retry_is_token;              /* the last 429 was the token endpoint's: its retry headers go there */
   long long sent_iat;              /* of the last token request */
   double lock_until, lock_give_up, queue_deadline, wait;
@@ -69,7 +69,10 @@ int ok_admit_on_lock(ok_ctx *c, int in);
 int ok_admit_on_recheck(ok_ctx *c, int in);
 int ok_admit_request(ok_ctx *c);
 int ok_admit_on_slot(ok_ctx *c, int in);
+int ok_admit_on_shape(ok_ctx *c, int in);
 int ok_admit_on_budget(ok_ctx *c, int in);
+/* Publishes a bucket's limit and window end (learned by this request) for other processes. */
+void ok_admit_publish_shape(ok_ctx *c, const ok_bucket *b);
 /* The store key of a bucket's count of requests in its current window. */
 void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]);
 /* Stores a 200 token response (result at ridx) and publishes it; 1, or 0 with an error pushed. */

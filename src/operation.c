@@ -68,13 +68,15 @@ void ok_op_log(ok_ctx *c, const char *fmt, ...) {
   lua_pop(c->L, 1);
 }
 
-/* Pushes {action="store", op=, key=<prefix><key>, value=, ttl=}. */
+/* Pushes {action="store", op=, key=<prefix><key>, value=, ttl=}: the token's keys under the
+ * token's prefix, the rest (the budget) under the app's. */
 static void push_store(ok_ctx *c, const char *op, const char *key, int vidx, double ttl) {
   lua_State *L = c->L;
+  int token_key = strcmp(key, "state") == 0 || strcmp(key, "lock") == 0;
   lua_createtable(L, 0, 5);
   lua_pushliteral(L, "store"); lua_setfield(L, -2, "action");
   lua_pushstring(L, op); lua_setfield(L, -2, "op");
-  lua_pushfstring(L, "%s%s", c->s->store_prefix, key); lua_setfield(L, -2, "key");
+  lua_pushfstring(L, "%s%s", token_key ? c->s->store_prefix : c->s->app_prefix, key); lua_setfield(L, -2, "key");
   if (vidx) { lua_pushvalue(L, vidx); lua_setfield(L, -2, "value"); }
   if (ttl > 0) { lua_pushnumber(L, ceil(ttl)); lua_setfield(L, -2, "ttl"); }
 }
@@ -182,7 +184,7 @@ double ok_op_next_wait(ok_op *op) {
 
 void ok_op_new_request(ok_op *op, double now, const ok_session *s) {
   op->nonce_tries = op->rs_nonce_retried = op->token_refreshed = 0;
-  op->rl_retries = op->srv_retries = op->skew_retried = 0;
+  op->rl_retries = op->srv_retries = op->skew_retried = op->shape_asked = 0;
   op->queue_deadline = now + s->cfg.max_queue_wait;
   ok_op_set_str(&op->retry_for, NULL);
 }
@@ -204,6 +206,7 @@ static int dispatch(ok_ctx *c, int in) {
   case PH_RECHECK: return ok_admit_on_recheck(c, in);
   case PH_TOKEN: return ok_retry_on_token(c, in);
   case PH_SLOT: return ok_admit_on_slot(c, in);
+  case PH_SHAPE: return ok_admit_on_shape(c, in);
   case PH_BUDGET: return ok_admit_on_budget(c, in);
   case PH_API: return ok_retry_on_api(c, in);
   case PH_ITEMS: return ok_pages_after_items(c);
@@ -293,13 +296,14 @@ void ok_op_force(lua_State *L, int opidx) {
   if (s->token) memcpy(op->rejected, s->token_ath, sizeof op->rejected);
 }
 
+const char *const ok_page_option_names[] = {"from", "interval", "max_pages", "max_items", "duration", NULL};
+
 int ok_op_page_options(lua_State *L, int opidx, int idx) {
-  static const char *const names[] = {"from", "interval", "max_pages", "max_items", "duration", NULL};
   ok_op *op = luaL_checkudata(L, opidx, OK_OP_MT);
   double dflt_interval = op->kind == OK_OP_POLL ? 30 : 1, duration;
   op->interval = dflt_interval;
   if (!idx || lua_isnil(L, idx)) return 1;
-  if (!ok_opts_known(L, idx, op->kind == OK_OP_POLL ? "poll" : "paginate", names) ||
+  if (!ok_opts_known(L, idx, op->kind == OK_OP_POLL ? "poll" : "paginate", ok_page_option_names) ||
       !ok_opt_number(L, idx, "interval", dflt_interval, 0.1, 86400, &op->interval) ||
       !ok_opt_number(L, idx, "max_pages", OK_NO_LIMIT, 1, OK_NO_LIMIT, &op->max_pages) ||
       !ok_opt_number(L, idx, "max_items", OK_NO_LIMIT, 1, OK_NO_LIMIT, &op->max_items) ||

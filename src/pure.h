@@ -15,8 +15,15 @@ size_t ok_b64url_room(size_t n);
 long ok_b64url_decode(const char *in, size_t n, unsigned char *out);
 
 /* ---- url.c: URLs as DPoP and the org see them ---- */
-/* Normalises an absolute http(s) URL as Okta compares htu: returns a malloc'd string or NULL. */
+/* Normalises an absolute http(s) URL for comparing htu (RFC 9449 section 4.3, RFC 3986 section
+ * 6.2.2: escapes of characters safe in a path decoded, the rest upper-case): a malloc'd string
+ * or NULL. Distinct resources (a/b and a%2Fb) stay distinct: the guard compares with it. */
 char *ok_htu_normalize(const char *url, size_t n, const char **why);
+/* The htu Okta's resource server accepts for a URL: origin and the path with every escape
+ * decoded, then % space " # escaped again (it compares the decoded path: okta-sdk-java's
+ * DPoPInterceptor, merged in PR #1528 after tests on a live org; okta-sdk-python #541,
+ * okta-sdk-nodejs #521). A malloc'd string or NULL. */
+char *ok_htu_okta(const char *url, size_t n, const char **why);
 /* Writes "scheme://host[:port]" (lower case, default port dropped) into out; 0 on success. */
 int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why);
 /* Where the path of an absolute URL starts (after the authority), or NULL when not absolute. */
@@ -61,6 +68,9 @@ typedef struct ok_bucket {
 /* Takes in one response's headers (values as sent, or NULL); returns 1 when they described
  * an org-wide bucket (a concurrency 429 says limit 0 and is not one). */
 int ok_bucket_observe(ok_bucket *b, const char *limit, const char *remaining, const char *reset);
+/* Takes in a limit and a window end another process learned (its store entry); returns 1 when
+ * they are usable. The window is then rolled forward by the caller. */
+int ok_bucket_adopt(ok_bucket *b, double limit, double reset);
 /* Moves the bucket to the window that holds server time now (Okta's windows are minutes). */
 void ok_bucket_roll(ok_bucket *b, double now);
 /* Requests this client may send in the bucket's window: max_capacity of the limit, at least 1. */

@@ -58,6 +58,15 @@ int ok_bucket_observe(ok_bucket *b, const char *limit, const char *remaining, co
   return 1;
 }
 
+int ok_bucket_adopt(ok_bucket *b, double limit, double reset) {
+  if (!(limit > 0 && limit < 1e9 && reset > 0 && reset < 1e12) || b->limit > 0) return 0;
+  b->limit = limit;
+  b->reset = reset;
+  b->seen_used = 0;
+  b->probe_until = 0;
+  return 1;
+}
+
 void ok_bucket_roll(ok_bucket *b, double now) {
   if (b->limit <= 0 || now < b->reset) return;
   b->reset += OK_WINDOW * (floor((now - b->reset) / OK_WINDOW) + 1);

@@ -148,7 +148,8 @@ static int challenge(const char *www) {
 }
 
 /* Takes in what the response says about the bucket, the nonce and the clock. A request sent
- * to learn an unknown bucket is counted in the window it turned out to be in, like the rest. */
+ * to learn an unknown bucket is counted in the window it turned out to be in, like the rest,
+ * and what it learned is published for the others sharing the store. */
 static void learn(ok_ctx *c, int hidx) {
   lua_State *L = c->L;
   ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
@@ -161,6 +162,7 @@ static void learn(ok_ctx *c, int hidx) {
     lua_pushinteger(L, 1);
     ok_op_queue_store(c, "incr", key, -1, b->reset - ok_server_now(c->s, c->now) + 60);
     lua_pop(L, 1);
+    ok_admit_publish_shape(c, b);
   } else if (c->op->probing) {
     b->probe_until = 0; /* no headers: nothing to learn, let the next one go */
   }

@@ -175,21 +175,28 @@ ok_bucket *ok_session_bucket(ok_session *s, const char *name) {
   return &s->buckets[i];
 }
 
+static void name_keys(char out[32], const char *tag, const char *id) {
+  unsigned char md[32];
+  ok_sha256(id, strlen(id), md);
+  memcpy(out, tag, 4);
+  ok_b64url_encode(md, 16, out + 4);
+  strcpy(out + 26, ":");
+}
+
 /* Names this client in a shared store: org, client, token endpoint, scopes and DPoP key all
- * decide which token it may use, so clients differing in any of them never share one. */
+ * decide which token it may use, so clients differing in any of them never share one; the
+ * budget is the app's (org and client), whatever token each of its clients holds. */
 static void store_prefix(ok_session *s) {
   const ok_config *c = &s->cfg;
-  unsigned char md[32];
   size_t n = strlen(c->org_origin) + strlen(c->client_id) + strlen(c->token_url) + strlen(c->scopes) + 64;
   char *id = malloc(n);
   if (!id) return;
+  snprintf(id, n, "%s\n%s", c->org_origin, c->client_id);
+  name_keys(s->app_prefix, "oka:", id);
   snprintf(id, n, "%s\n%s\n%s\n%s\n%s", c->org_origin, c->client_id, c->token_url, c->scopes,
            c->dpop ? s->dpop_key->thumbprint : "bearer");
-  ok_sha256(id, strlen(id), md);
+  name_keys(s->store_prefix, "okd:", id);
   free(id);
-  memcpy(s->store_prefix, "okd:", 4);
-  ok_b64url_encode(md, 16, s->store_prefix + 4);
-  strcpy(s->store_prefix + 26, ":");
 }
 
 int ok_session_gc(lua_State *L) {

@@ -130,6 +130,62 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
   return out;
 }
 
+/* Whether the n bytes at s are well-formed UTF-8 (no overlongs, surrogates or values past
+ * U+10FFFF), so that a decoded path can go into a JSON string as it is. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned c = s[i], len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+    unsigned long cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+    if (!len || i + len > n) return 0;
+    for (unsigned k = 1; k < len; k++) {
+      if ((s[i + k] & 0xc0) != 0x80) return 0;
+      cp = cp << 6 | (s[i + k] & 0x3f);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
+char *ok_htu_okta(const char *url, size_t n, const char **why) {
+  url_parts p;
+  const char *err = url_split(url, n, &p);
+  unsigned char *path;
+  char *out;
+  size_t o, m = 0;
+  int utf8;
+  if (err) { if (why) *why = err; return NULL; }
+  if (!(path = malloc(p.pathlen + 1)) || !(out = malloc(p.hostlen + p.portlen + 3 * p.pathlen + 16))) {
+    free(path);
+    if (why) *why = "out of memory";
+    return NULL;
+  }
+  for (size_t i = 0; i < p.pathlen; i++) { /* every escape decoded, as Okta's server sees the path */
+    int hi = p.path[i] == '%' && i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 1]) : -1;
+    int lo = hi >= 0 ? hexval((unsigned char)p.path[i + 2]) : -1;
+    if (p.path[i] == '%' && (hi < 0 || lo < 0)) {
+      free(path); free(out);
+      if (why) *why = "URL path has a malformed percent escape";
+      return NULL;
+    }
+    path[m++] = p.path[i] == '%' ? (unsigned char)(hi * 16 + lo) : (unsigned char)p.path[i];
+    if (p.path[i] == '%') i += 2;
+  }
+  utf8 = utf8_valid(path, m);
+  o = origin_write(&p, out);
+  if (m == 0) out[o++] = '/';
+  for (size_t i = 0; i < m; i++) { /* then the four the SDK escapes again (strchr counts NUL in: it
+                                     * stays %00), and bytes that are not UTF-8 */
+    if (strchr("% \"#", path[i]) || (path[i] >= 0x80 && !utf8)) o += put_pct(out + o, path[i]);
+    else out[o++] = (char)path[i];
+  }
+  out[o] = '\0';
+  free(path);
+  return out;
+}
+
 const char *ok_url_path(const char *url) {
   url_parts p;
   return url_split(url, strlen(url), &p) ? NULL : p.path;

@@ -1393,9 +1393,12 @@ async function authenticateApi(ctx) {
   }
   if (scheme === 'bearer') { rsChallenge(ctx, 'Bearer', RS.REQUIRES_DPOP); return null; }
   // htu is compared with the percent-DECODED request path, like Okta
-  // (okta-sdk-nodejs#521, okta-sdk-python#541).
+  // (okta-sdk-nodejs#521, okta-sdk-python#541), in the form Okta's Java SDK sends and a live
+  // org accepts: every escape decoded, then % space " # escaped again (okta-sdk-java
+  // DPoPInterceptor.getUriWithoutQueryString, PRs #1526/#1528).
   let decodedPath;
   try { decodedPath = decodeURIComponent(ctx.path); } catch { decodedPath = ctx.path; }
+  decodedPath = decodedPath.replace(/%/g, '%25').replace(/ /g, '%20').replace(/"/g, '%22').replace(/#/g, '%23');
   let proof;
   try {
     proof = await verifyProof(req, { htm: req.method, htu: ctx.base + decodedPath, accessToken: token, jkt });
