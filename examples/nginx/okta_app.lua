@@ -1,42 +1,92 @@
--- The admin endpoint of examples/nginx/nginx.conf: one oktadpop.resty client per worker,
--- created on first use; the token and nonces live in the shared dict, so N workers make
--- one token request. Every worker loads the same DPoP key, to which the token is bound.
+-- The Lua side of examples/nginx/nginx.conf:
+--   init_worker()  checks the OKTA_* environment, makes this worker's oktadpop.resty client
+--                  (loading the keys as the worker user) and fetches the token in a timer;
+--   list_users()   GET /admin/users?q= -> the org's users as JSON;
+--   protect()      the DPoP guard in front of your own API.
+-- The token, the nonces and the rate-limit budget live in the shared dict "oktadpop", so N
+-- workers make one token request and share one budget. Every worker loads the same DPoP key,
+-- to which the token is bound.
 local resty = require "oktadpop.resty"
+local guard = require "oktadpop.resty.guard"
 local cjson = require "cjson.safe"
 
 local _M = {}
-local client
+local MAX_USERS = 1000 -- one response's worth; a bigger export belongs in a script, not a request
+local client, setup_error
 
-local function okta()
-  if not client then
-    client = assert(resty.new{
-      org_url = os.getenv("OKTA_ORG_URL") or "https://your-org.okta.com",
-      client_id = os.getenv("OKTA_CLIENT_ID") or "0oa...",
-      scopes = "okta.users.read",
-      private_key = "examples/nginx/cc_private_key.pem",
-      dpop_key = "examples/nginx/dpop_private_key.pem",
+local function env(name, default)
+  local value = os.getenv(name)
+  if value == nil or value == "" then return default end
+  return value
+end
+
+local function missing(name)
+  return name .. " is not set: export it before starting nginx (nginx.conf passes it to the "
+    .. "workers with `env " .. name .. ";`)"
+end
+
+local function key_file(name)
+  return ngx.config.prefix() .. "examples/nginx/keys/" .. name
+end
+
+local function reply(status, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(body))
+end
+
+local function prefetch(premature)
+  if premature then return end
+  local token, err = client:token()
+  if not token then ngx.log(ngx.WARN, "okta_app: token prefetch failed (requests will retry): ", tostring(err)) end
+end
+
+function _M.init_worker()
+  local org, id = env("OKTA_ORG_URL"), env("OKTA_CLIENT_ID")
+  if not org then setup_error = missing("OKTA_ORG_URL")
+  elseif not id then setup_error = missing("OKTA_CLIENT_ID")
+  else
+    local err
+    client, err = resty.new{org_url = org, client_id = id, scopes = env("OKTA_SCOPES", "okta.users.read"),
+      private_key = key_file("cc.pem"), kid = env("OKTA_CLIENT_KEYID"), dpop_key = key_file("dpop.pem"),
       shared_dict = "oktadpop",
-      debug = function(line) ngx.log(ngx.INFO, "oktadpop: ", line) end, -- never holds a secret
-    })
+      debug = function(line) ngx.log(ngx.INFO, "oktadpop: ", line) end} -- the log never holds a secret
+    if not client then setup_error = tostring(err) end
   end
-  return client
+  if setup_error then
+    ngx.log(ngx.ERR, "okta_app: ", setup_error)
+    return
+  end
+  ngx.timer.at(0, prefetch)
 end
 
 function _M.list_users()
+  if not client then return reply(500, {error = "okta_app is not configured: " .. tostring(setup_error)}) end
   local users = {}
   local ok, err = pcall(function()
-    for user in okta():paginate("/api/v1/users", {q = ngx.var.arg_q, limit = 200}) do
+    for user in client.users:list{q = ngx.var.arg_q, limit = 200} do
       users[#users + 1] = {id = user.id, login = user.profile.login, status = user.status}
+      if #users == MAX_USERS then break end
     end
   end)
   if not ok then
-    ngx.log(ngx.ERR, tostring(err))
-    ngx.status = ngx.HTTP_BAD_GATEWAY
-    ngx.say(cjson.encode{error = type(err) == "table" and err.message or "upstream error"})
-    return
+    ngx.log(ngx.ERR, "okta_app: ", tostring(err))
+    return reply(502, {error = type(err) == "table" and err.message or "upstream error"})
   end
-  ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(users))
+  reply(200, users)
+end
+
+function _M.protect()
+  local issuer = env("OKTA_API_ISSUER")
+  if not issuer then
+    ngx.log(ngx.ERR, "okta_app: ", missing("OKTA_API_ISSUER"))
+    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  end
+  -- The origin your clients sign for: configuration, never the Host header. Behind TLS or a
+  -- proxy, set OKTA_API_ORIGIN to the public https origin.
+  guard.protect{issuer = issuer, audience = env("OKTA_API_AUDIENCE", "api://default"),
+    origin = env("OKTA_API_ORIGIN", "http://127.0.0.1:8080"), replay_dict = "dpop_replay",
+    cache_dict = "okta_guard", max_age = 60}
 end
 
 return _M
