@@ -14,6 +14,7 @@ local oktadpop = require "oktadpop"
 local M = {}
 
 local escape = oktadpop.escape
+local unpack = table.unpack or unpack -- luacheck: ignore unpack (5.1)
 
 -- "/api/v1/users/<id>/..." with every argument one escaped segment.
 local function path(fmt, ...)
@@ -24,7 +25,7 @@ local function path(fmt, ...)
     end
     args[i] = escape(args[i])
   end
-  return fmt:format(table.unpack and table.unpack(args) or unpack(args)) -- luacheck: ignore unpack
+  return fmt:format(unpack(args, 1, select("#", ...)))
 end
 
 -- A query from opts, keeping only the names the endpoint takes, with Lua names for Okta's
@@ -62,8 +63,8 @@ function users:list(opts) return self.client:paginate("/api/v1/users", query(opt
 -- @function users:get
 function users:get(id_or_login) return self.client:get(path("/api/v1/users/%s", id_or_login)) end
 
--- create{profile = {...}, credentials = {...}} or create(profile); opts.activate (default true)
---- Creates a user (POST /api/v1/users); opts.activate (default true).
+--- Creates a user (POST /api/v1/users) from {profile=, credentials=} or a profile; opts.activate
+-- (default true), provider, next_login.
 -- @function users:create
 function users:create(user, opts)
   if type(user) ~= "table" then error("a user table {profile=...} or a profile table", 2) end
@@ -72,8 +73,7 @@ function users:create(user, opts)
     next_login = "nextLogin"}))
 end
 
--- A partial profile update (POST: the members given change, the others stay).
---- Changes the profile members given (POST /api/v1/users/{id}).
+--- Changes the profile members given, the others stay (POST /api/v1/users/{id}).
 -- @function users:update
 function users:update(id, profile)
   return self.client:post(path("/api/v1/users/%s", id), {profile = profile})
@@ -209,8 +209,7 @@ local LOG_QUERY = {since = "since", ["until"] = "until", filter = "filter", q = 
 -- @function logs:query
 function logs:query(opts) return self.client:paginate("/api/v1/logs", query(opts, LOG_QUERY)) end
 
--- Follows new events (the poller): tail{since=, filter=, interval=30, max_items=, duration=, from=}
---- Follows new events (client:poll): since, filter, q, interval, max_items, duration, from.
+--- Follows new events (client:poll): since, filter, q, interval (30), max_items, duration, from.
 -- @function logs:tail
 function logs:tail(opts)
   local q = {}
