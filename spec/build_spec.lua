@@ -84,4 +84,24 @@ describe("the build", function()
     os.execute("rm -rf " .. dir)
     assert.matches("LUA must be lua5.4 or luajit", sh("(make -n LUA=lua5.3 2>&1)"), 1, true)
   end)
+
+  it("makes a release: the tarball of HEAD, and a rock luarocks builds offline from it", function()
+    local version = sh("sed -n 's/^#define OKTADPOP_VERSION \"\\(.*\\)\"$/\\1/p' src/oktadpop.h"):gsub("%s+$", "")
+    local name = "oktadpop-" .. version
+    assert.equal(version .. "-1", (sh("lua5.4 -e 'dofile(\"" .. name .. "-1.rockspec\") print(version)'"):gsub("%s+$", "")))
+    assert.matches(name .. "-1.src.rock", sh("make -s dist 2>&1"), 1, true)
+    assert.equal(sh("git ls-files | sort"), sh("tar -tzf dist/" .. name .. ".tar.gz | sed -n 's|^" .. name
+      .. "/||p' | grep -v '/$' | sort"))
+    local rock = "dist/" .. name .. "-1.src.rock"
+    assert.equal(name .. "-1.rockspec\n" .. name .. ".tar.gz\n", sh("unzip -Z1 " .. rock .. " | sort"))
+    assert.matches('url = "' .. name .. '.tar.gz"', sh("unzip -p " .. rock .. " " .. name .. "-1.rockspec"), 1, true)
+    local tree = sh("mktemp -d"):gsub("%s+$", "")
+    local out = sh(("root=$(pwd) && cd /tmp && luarocks --tree %s build --deps-mode=none \"$root/%s\" 2>&1"):format(tree, rock))
+    assert.matches(name .. "-1 is now installed", out, 1, true)
+    local loaded = sh(("luajit -e \"package.cpath='%s/lib/lua/5.1/?.so' package.path='%s/share/lua/5.1/?.lua;'..package.path "
+      .. "local o = require 'oktadpop' require 'oktadpop.admin' io.write(o._VERSION, ' ', o.generate_key('ES256').alg)\"")
+      :format(tree, tree))
+    os.execute("rm -rf " .. tree)
+    assert.equal(version .. " ES256", loaded)
+  end)
 end)
