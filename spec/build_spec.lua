@@ -85,20 +85,33 @@ describe("the build", function()
     assert.matches("LUA must be lua5.4 or luajit", sh("(make -n LUA=lua5.3 2>&1)"), 1, true)
   end)
 
+  it("makes the API reference from the sources' doc comments", function()
+    os.execute("rm -rf build/docs")
+    sh("make -s docs 2>&1")
+    local index = util.readfile("build/docs/index.html")
+    for _, module in ipairs{"oktadpop", "oktadpop.admin", "oktadpop.resty", "oktadpop.resty.guard"} do
+      assert.matches(">" .. module .. "<", index, 1, true)
+    end
+    local main = util.readfile("build/docs/modules/oktadpop.html")
+    for _, fn in ipairs{"dpop_proof", "verify_dpop_proof", "client:batch", "client:poll", "client:paginate"} do
+      assert.matches(fn, main, 1, true)
+    end
+  end)
+
   it("makes a release: the tarball of HEAD, and a rock luarocks builds offline from it", function()
     local version = sh("sed -n 's/^#define OKTADPOP_VERSION \"\\(.*\\)\"$/\\1/p' src/oktadpop.h"):gsub("%s+$", "")
     local name = "oktadpop-" .. version
     assert.equal(version .. "-1", (sh("lua5.4 -e 'dofile(\"" .. name .. "-1.rockspec\") print(version)'"):gsub("%s+$", "")))
     assert.matches(name .. "-1.src.rock", sh("make -s dist 2>&1"), 1, true)
     assert.equal(sh("git ls-files | sort"), sh("tar -tzf dist/" .. name .. ".tar.gz | sed -n 's|^" .. name
-      .. "/||p' | grep -v '/$' | sort"))
+      .. "/||p' | grep -v -e '/$' -e '^$' | sort"))
     local rock = "dist/" .. name .. "-1.src.rock"
     assert.equal(name .. "-1.rockspec\n" .. name .. ".tar.gz\n", sh("unzip -Z1 " .. rock .. " | sort"))
     assert.matches('url = "' .. name .. '.tar.gz"', sh("unzip -p " .. rock .. " " .. name .. "-1.rockspec"), 1, true)
     local tree = sh("mktemp -d"):gsub("%s+$", "")
     local out = sh(("root=$(pwd) && cd /tmp && luarocks --tree %s build --deps-mode=none \"$root/%s\" 2>&1"):format(tree, rock))
-    assert.matches(name .. "-1 is now installed", out, 1, true)
-    local loaded = sh(("luajit -e \"package.cpath='%s/lib/lua/5.1/?.so' package.path='%s/share/lua/5.1/?.lua;'..package.path "
+    assert.matches("oktadpop " .. version .. "-1 is now installed", out, 1, true)
+    local loaded = sh(("luajit -e \"package.cpath='%s/lib/lua/5.1/?.so;'..package.cpath package.path='%s/share/lua/5.1/?.lua;'..package.path "
       .. "local o = require 'oktadpop' require 'oktadpop.admin' io.write(o._VERSION, ' ', o.generate_key('ES256').alg)\"")
       :format(tree, tree))
     os.execute("rm -rf " .. tree)

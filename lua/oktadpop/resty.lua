@@ -1,7 +1,10 @@
--- oktadpop.resty: the nginx driver. The same protocol core as the libcurl driver decides every
+--- oktadpop.resty: the nginx driver. The same protocol core as the libcurl driver decides every
 -- request (oktadpop.core: the token exchange, nonces, retries, rate-limit pacing, pages); this
 -- file only moves bytes over cosockets, answers store actions from a lua_shared_dict, and
--- waits with ngx.sleep, so no worker ever blocks and nothing yields inside C.
+-- waits with ngx.sleep, so no worker ever blocks and nothing yields inside C. A client has the
+-- surface of oktadpop.new's: token, request, get, post, put, patch, delete, paginate, poll,
+-- batch (on light threads), close, and the admin helpers (client.users, ...).
+-- @module oktadpop.resty
 local oktadpop = require "oktadpop"
 local http = require "oktadpop.resty.http"
 
@@ -194,12 +197,13 @@ function Client:__index(k)
   if type(v) ~= "function" then return v end
 end
 
--- resty.new(config) -> client | nil, err: oktadpop.new's config, plus
---   shared_dict  a lua_shared_dict name: token, lock, concurrency and rate-limit counts shared
---                by all workers (else each worker keeps its own in memory);
---   store        any store with the shared dict's get/set/add/incr/delete (e.g. Redis);
---   transport    function(request) -> {status=, headers=, body=} | {error=} (default: a
---                bounded HTTP/1.1 client on ngx.socket.tcp).
+--- A client inside nginx: resty.new(config) -> client | nil, err. config is oktadpop.new's, plus
+-- shared_dict (a lua_shared_dict name: the token, its lock, the concurrency and rate-limit
+-- counts shared by all workers; else each worker keeps its own in memory), store (any store
+-- with the shared dict's get/set/add/incr/delete, e.g. Redis) and transport
+-- (function(request) -> {status=, headers=, body=} or {error=}; default: a bounded HTTP/1.1
+-- client on ngx.socket.tcp). ca_file and proxy are refused: nginx.conf sets those.
+-- @function new
 function _M.new(config)
   if type(config) ~= "table" then return nil, core.error("config", "resty.new needs a config table") end
   for _, name in pairs{"ca_file", "proxy"} do

@@ -1,10 +1,11 @@
--- oktadpop.resty.guard: protect your own API with DPoP in access_by_lua. Verifies the access
+--- oktadpop.resty.guard: protect your own API with DPoP in access_by_lua. Verifies the access
 -- token (a JWT) against the authorization server's keys, then the DPoP proof (RFC 9449
 -- section 4.3): htm, htu against the configured origin, iat, ath, the token's cnf.jkt, one
 -- DPoP header exactly, and jti replay across all workers; optionally required scopes (RFC 6750
 -- section 3.1) and server nonces (RFC 9449 section 9). On success the verified claims are in
 -- ngx.ctx.oktadpop; on failure the request ends with 401 (or 403 for scopes) and a
 -- WWW-Authenticate: DPoP challenge, with a small JSON body, never an HTML page.
+-- @module oktadpop.resty.guard
 local oktadpop = require "oktadpop"
 local cjson = require "cjson.safe"
 local http = require "oktadpop.resty.http"
@@ -198,7 +199,11 @@ local function dict(name, what)
   return d
 end
 
--- guard.new(opts) -> guard | nil, err
+--- A checked guard: guard.new(opts) -> guard | nil, err. opts: issuer (required), audience,
+-- jwks (a table or file) or jwks_uri (else the issuer's metadata) with cache_dict, replay_dict
+-- or replay_store, origin, max_age (60), leeway (5), required_scopes, nonce_dict,
+-- nonce_lifetime (300), refetch_interval (60), jwks_ttl (3600), clock.
+-- @function new
 function _M.new(opts)
   if type(opts) ~= "table" then return nil, "guard options must be a table" end
   for k in pairs(opts) do if not OPTIONS[k] then return nil, "unknown guard option " .. tostring(k) end end
@@ -281,6 +286,8 @@ function Guard:first_use(pclaims, now)
   return false
 end
 
+--- Runs the guard on this request (access phase): guard:protect().
+-- @function guard:protect
 function Guard:protect()
   local now = self.clock()
   local origin = configured_origin(self.opts)
@@ -322,9 +329,11 @@ local function options_key(opts)
   return table.concat(parts, "\n")
 end
 
--- require("oktadpop.resty.guard").protect(opts): the guard for these options (checked once
--- per worker), run on this request. A jwks table given inline is keyed by identity: pass the
--- same table (a module's upvalue) or a file path.
+--- The guard for these options (checked once per worker), run on this request:
+-- require("oktadpop.resty.guard").protect(opts). A misconfiguration answers 500 and is logged.
+-- A jwks table given inline is keyed by identity: pass the same table (a module's upvalue) or
+-- a file path.
+-- @function protect
 function _M.protect(opts)
   local key = type(opts) == "table" and options_key(opts) or ""
   local g = guards[key]
