@@ -327,6 +327,24 @@ describe("the protocol core", function()
       assert.equal("use_dpop_nonce", a.response.error.code)
     end)
 
+    it("retries a proof the transport re-sent once with a fresh one, on idempotent methods only", function()
+      local reused = {["www-authenticate"] = 'DPoP algs="ES256", error="invalid_dpop_proof", ' ..
+        'error_description="The DPoP proof JWT has already been used.", resource="/api/v1/users/x"'}
+      local d = driver()
+      local op, a = d:api("GET", "/api/v1/users/x")
+      local jti1 = claims_of(a).jti
+      a = d:step(op, d:response(400, reused))
+      assert.equal("send", a.action)
+      assert.are_not.equal(jti1, claims_of(a).jti)
+      a = d:step(op, d:response(400, reused)) -- once only
+      assert.equal("done", a.action)
+      assert.equal(400, a.response.status)
+      op, a = d:api("POST", "/api/v1/users/x/lifecycle/suspend")
+      a = d:step(op, d:response(400, reused))
+      assert.equal("done", a.action)
+      assert.matches("may have been applied: check before repeating it", a.response.error.message, 1, true)
+    end)
+
     it("refreshes the token once on 401 invalid_token", function()
       local d = driver()
       local op = d:api()

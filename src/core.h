@@ -13,6 +13,10 @@
 #define OK_OP_MT      "oktadpop.operation"
 #define OK_MAX_BUCKETS 32
 
+/* Okta's error_description for a DPoP proof whose jti it has seen ("The DPoP proof JWT has
+ * already been used.", okta-sdk-golang #554): on a proof sent once, the transport re-sent it. */
+#define OK_PROOF_REUSED_TEXT "has already been used"
+
 /* ---- config.c: validated configuration, immutable once the session exists ---- */
 typedef struct ok_config {
   char *org_origin, *token_url, *client_id, *scopes, *user_agent, *ca_file, *proxy;

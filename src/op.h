@@ -21,7 +21,7 @@ typedef struct ok_op {
   char *sent_nonce;                /* the nonce the last token request's proof carried */
   char rejected[44];               /* ath of a token not to adopt again (refused, or being replaced) */
   char bucket[OK_BUCKET_NAME];
-  int nonce_tries, rs_nonce_retried, token_refreshed, rl_retries, srv_retries, skew_retried;
+  int nonce_tries, rs_nonce_retried, token_refreshed, rl_retries, srv_retries, skew_retried, replay_retried;
   int holds_lock, holds_slot, admitted, probing, shape_asked; /* shape: a bucket's limit and window */
   int retry_is_token;              /* the last 429 was the token endpoint's: its retry headers go there */
   long long sent_iat;              /* of the last token request */

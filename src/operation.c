@@ -183,7 +183,7 @@ double ok_op_next_wait(ok_op *op) {
 }
 
 void ok_op_new_request(ok_op *op, double now, const ok_session *s) {
-  op->nonce_tries = op->rs_nonce_retried = op->token_refreshed = 0;
+  op->nonce_tries = op->rs_nonce_retried = op->token_refreshed = op->replay_retried = 0;
   op->rl_retries = op->srv_retries = op->skew_retried = op->shape_asked = 0;
   op->queue_deadline = now + s->cfg.max_queue_wait;
   ok_op_set_str(&op->retry_for, NULL);

@@ -109,7 +109,7 @@ static void set_body_fields(lua_State *L, int bidx) {
 }
 
 /* What the admin should do about some answers, said in the message. */
-static const char *advice(int status, const char *code, const char *scope) {
+static const char *advice(int status, const char *code, const char *scope, const char *summary) {
   if (code && strcmp(code, "insufficient_scope") == 0)
     return scope ? "grant the app that scope (Admin Console: the app's Okta API Scopes tab), and request it in scopes"
                  : "grant the app the scope this call needs (Admin Console: the app's Okta API Scopes tab)";
@@ -117,6 +117,9 @@ static const char *advice(int status, const char *code, const char *scope) {
     return "the app has the scope, but its admin role does not allow this: assign an admin role that does";
   if (code && strcmp(code, "E0000009") == 0)
     return "Okta's query timed out (30 s): narrow the query (filter, since/until) or lower limit; repeating it will not help";
+  if (code && strcmp(code, "invalid_dpop_proof") == 0 && summary && strstr(summary, OK_PROOF_REUSED_TEXT))
+    return "the request went out twice with one proof (its connection was lost after sending and the transport sent it "
+           "again), so it may have been applied: check before repeating it";
   if (status == 429) return "rate limited: wait retry_after seconds, or lower the pace (max_capacity, max_concurrency)";
   return NULL;
 }
@@ -124,7 +127,7 @@ static const char *advice(int status, const char *code, const char *scope) {
 /* The message: prefix: HTTP status code: summary [(scope X)]; advice. */
 static void set_message(lua_State *L, long status, const char *prefix) {
   const char *code = ok_header(L, -1, "code"), *summary = ok_header(L, -1, "summary");
-  const char *scope = ok_header(L, -1, "scope"), *hint = advice((int)status, code, scope);
+  const char *scope = ok_header(L, -1, "scope"), *hint = advice((int)status, code, scope, summary);
   lua_pushfstring(L, "%s: HTTP %d%s%s%s%s%s%s%s%s", prefix, (int)status, code ? " " : "", code ? code : "",
                   summary ? ": " : "", summary ? summary : "", scope ? " (scope " : "", scope ? scope : "",
                   scope ? ")" : "", hint ? "; " : "");

@@ -6,7 +6,9 @@
  *     502/503/504 and lost connections with backoff (a token request is always safe to repeat:
  *     each carries a fresh assertion).
  *   API: a resource nonce challenge retried once; 401 invalid_token refreshes the token once;
- *     429 after its reset; 502/503/504 and lost connections with capped, jittered backoff on
+ *     a proof Okta says was already used (the transport re-sent a request whose connection
+ *     died after it went out: libcurl does that on a reused connection) retried once with a
+ *     fresh proof on idempotent methods; 429 after its reset; 502/503/504 and lost connections with capped, jittered backoff on
  *     idempotent methods only. A 500 is answered at once: Okta's E0000009 is a query timeout
  *     that repeating will not cure (Okta's SDKs retry 429, and Java 503/504, never 500).
  * Part of the core: no I/O. */
@@ -139,11 +141,17 @@ int ok_retry_on_token(ok_ctx *c, int in) {
 
 /* ---- the management API ---- */
 
-/* What a challenge says: 1 use_dpop_nonce, 2 invalid_token, 0 other. */
+enum { SAID_OTHER, SAID_NONCE, SAID_INVALID_TOKEN, SAID_PROOF_REUSED };
+
+/* What a challenge says. */
 static int challenge(const char *www) {
   char *err = www ? ok_www_auth_param(www, strlen(www), "error") : NULL;
-  int kind = !err ? 0 : strcmp(err, "use_dpop_nonce") == 0 ? 1 : strcmp(err, "invalid_token") == 0 ? 2 : 0;
+  char *why = err && strcmp(err, "invalid_dpop_proof") == 0 ? ok_www_auth_param(www, strlen(www), "error_description") : NULL;
+  int kind = !err ? SAID_OTHER : strcmp(err, "use_dpop_nonce") == 0 ? SAID_NONCE
+           : strcmp(err, "invalid_token") == 0 ? SAID_INVALID_TOKEN
+           : why && strstr(why, OK_PROOF_REUSED_TEXT) ? SAID_PROOF_REUSED : SAID_OTHER;
   free(err);
+  free(why);
   return kind;
 }
 
@@ -174,13 +182,20 @@ static int retried(ok_ctx *c, long status, int hidx) {
   ok_session *s = c->s;
   const char *nonce = ok_header(c->L, hidx, "dpop-nonce");
   int said = challenge(ok_header(c->L, hidx, "www-authenticate"));
-  if ((status == 401 || status == 400) && said == 1 && s->cfg.dpop && !op->rs_nonce_retried && nonce && s->rs_nonce &&
+  if ((status == 401 || status == 400) && said == SAID_NONCE && s->cfg.dpop && !op->rs_nonce_retried && nonce && s->rs_nonce &&
       strcmp(s->rs_nonce, nonce) == 0) {
     op->rs_nonce_retried = 1;
     ok_op_log(c, "resource server asked for a DPoP nonce: retrying once with it");
     return ok_op_advance(c);
   }
-  if (status == 401 && said == 2 && !op->token_refreshed && s->token) {
+  if (status == 400 && said == SAID_PROOF_REUSED && op->idempotent && !op->replay_retried) {
+    op->replay_retried = 1;
+    s->retries++;
+    ok_op_log(c, "the server had seen this request's proof (the transport re-sent it after a lost connection): "
+              "retrying once with a fresh one");
+    return ok_op_advance(c);
+  }
+  if (status == 401 && said == SAID_INVALID_TOKEN && !op->token_refreshed && s->token) {
     op->token_refreshed = 1;
     memcpy(op->rejected, s->token_ath, sizeof op->rejected);
     ok_op_log(c, "access token refused (invalid_token): fetching a new one once");
