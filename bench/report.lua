@@ -118,16 +118,23 @@ row("3", "token round trips, Okta SDK, cold / after its 401 reset", (R["rt.sdk_c
   (R["rt.sdk_renewal_token_requests"] or "?"), "emulator log", "", "")
 
 -- 4. memory
-for _, rt in ipairs { { "lua54", "Lua 5.4" }, { "luajit", "LuaJIT" } } do
-  local p = "mem." .. rt[1] .. "."
-  local a, b = num(p .. "rss_proofs_first_kib"), num(p .. "rss_calls_total_kib")
-  local growth = (a and b) and (b - a) or nil
-  local ok = growth and growth < 1024
-  if not ok then misses[#misses + 1] = "RSS growth " .. rt[2] end
-  row("4", "VmRSS growth from 10k proofs to 100k proofs + 10k calls, " .. rt[2],
-    growth and string.format("%+d KiB", growth) or ("failed: " .. (R[p .. "error"] or "?")),
-    a and ("VmRSS at 10k proofs " .. fmt(a) .. " KiB") or "", "", "< 1024 KiB: " .. verdict(ok))
+-- A row for VmRSS growth between two readings (target: under 1 MiB), per runtime.
+local function rss_rows(prefix, first, last, what, at, miss)
+  for _, rt in ipairs { { "lua54", "Lua 5.4" }, { "luajit", "LuaJIT" } } do
+    local p = prefix .. "." .. rt[1] .. "."
+    local a, b = num(p .. first), num(p .. last)
+    local growth = (a and b) and (b - a) or nil
+    local ok = growth and growth < 1024
+    if not ok then misses[#misses + 1] = miss .. " " .. rt[2] end
+    row("4", what(p) .. ", " .. rt[2], growth and string.format("%+d KiB", growth) or ("failed: " .. (R[p .. "error"] or "?")),
+      a and ("VmRSS at " .. at .. " " .. fmt(a) .. " KiB") or "", "", "< 1024 KiB: " .. verdict(ok))
+  end
 end
+rss_rows("mem", "rss_proofs_first_kib", "rss_calls_total_kib",
+  function() return "VmRSS growth from 10k proofs to 100k proofs + 10k calls" end, "10k proofs", "RSS growth")
+rss_rows("pages", "rss_first_kib", "rss_total_kib", function(p)
+  return "VmRSS growth from item 10k to item " .. fmt(num(p .. "items")) .. " of `client:paginate` (200 a page)"
+end, "item 10k", "paginate RSS growth")
 if R["valgrind.definitely_lost"] then
   row("4", "valgrind definitely lost (1000 proofs + 100 calls, Lua 5.4)", R["valgrind.definitely_lost"],
     "errors " .. (R["valgrind.errors"] or "?"), "", "0")
@@ -151,6 +158,37 @@ if num("ir.call.rest_ir") then
   end
   row("5", "ES256 instructions per `client:get` outside ECDSA_sign_ex", fmt(num("ir.call.rest_ir")),
     #parts > 0 and ("of which " .. table.concat(parts, ", ")) or "", "", "")
+end
+
+-- 6. bulk
+if num("bulk.conc.wall_s") then
+  local lat, cap = num("bulk.latency_ms"), num("bulk.max_capacity")
+  local c = math.min(num("bulk.max_concurrency"), num("bulk.org_concurrency"))
+  local function bulk_row(k, what, floor_text)
+    local wall, floor = num("bulk." .. k .. ".wall_s"), num("bulk." .. k .. ".floor_s")
+    local ok = wall and floor and floor / wall >= 0.9 and num("bulk." .. k .. ".count_429") == 0
+    if not ok then misses[#misses + 1] = "bulk " .. k end
+    row("6", what, string.format("%.2f s", wall), floor_text .. string.format(" = %.2f s", floor), pct(floor, wall),
+      "≥ 90 % of the floor, 0 429s: " .. verdict(ok))
+    local limit, peak, inflight = num("bulk." .. k .. ".bucket_limit"), num("bulk." .. k .. ".bucket_peak"),
+      num("bulk." .. k .. ".in_flight_peak")
+    local within = peak <= math.floor(limit * cap) and inflight <= num("bulk.max_concurrency")
+    if not within then misses[#misses + 1] = "bulk " .. k .. " limits" end
+    row("6", "… requests sent, 429s, peak in flight, peak bucket use in a window", string.format("%d, %d, %d, %d of %d (%.0f %%)",
+      num("bulk." .. k .. ".requests") or 0, num("bulk." .. k .. ".count_429"), inflight, peak, limit, 100 * peak / limit),
+      "the emulator's log and stats", "",
+      string.format("in flight ≤ %d, use ≤ %.0f %%: %s", num("bulk.max_concurrency"), 100 * cap, verdict(within)))
+  end
+  bulk_row("conc", string.format("bulk: %d user reads (`client:batch`), %d ms each, defaults (%d in flight)",
+    num("bulk.conc.n"), lat, num("bulk.max_concurrency")),
+    string.format("floor N × latency / C = %d × %d ms / %d", num("bulk.conc.n"), lat, c))
+  bulk_row("budget", string.format("bulk: %d reads against a bucket of %d a minute (%d allowed at %.0f %%)",
+    num("bulk.budget.n"), num("bulk.budget.bucket_limit"), num("bulk.budget.allowed_per_window"), 100 * cap),
+    "floor: to the window's end + the rest at C")
+  row("6", string.format("bulk reference: the seed's way, one call at a time (%d measured, scaled to %d)",
+    num("bulk.seq.n"), num("bulk.conc.n")), string.format("%.1f s", num("bulk.seq.scaled_wall_s")),
+    string.format("%.1f ms a call", num("bulk.seq.per_call_ms")),
+    string.format("%.1f× the batch", num("bulk.seq.scaled_wall_s") / num("bulk.conc.wall_s")), "")
 end
 
 local function table_md()
@@ -246,12 +284,24 @@ w("   required on every token call) started from `spec/support/emulator.lua`; co
 w("   entries in `GET /__emulator/log` per acquisition.")
 w("4. **Memory**: VmRSS from `/proc/self/status` after a full `collectgarbage()`: a client and its")
 w("   first call, 10k then 90k more ES256 proofs, then 10k `client:get` calls against the nginx")
-w("   above; valgrind memcheck (`--leak-check=full`) on `bench/memloop.lua`.")
+w("   above; valgrind memcheck (`--leak-check=full`) on `bench/memloop.lua`. `bench/pages.lua`")
+w("   walks `client:paginate` over a static 200-user page whose `Link rel=\"next\"` points at itself")
+w("   (the same nginx), reading at item 10k and at item 100k.")
 w("5. **Instructions**: callgrind on `bench/proofloop.lua` with two run lengths (ES256 100/600")
 w("   proofs, RS256 20/120); every figure is (run 2 − run 1) / (N2 − N1), so start-up and key")
 w("   loading cancel. Signing = inclusive Ir of `ECDSA_sign_ex` / `RSA_sign` (what `openssl speed`")
 w("   times). Under valgrind OpenSSL sees no SHA-NI/AVX-512 CPU features, so hashing costs more")
 w("   instructions here than natively.")
+w("6. **Bulk**: `bench/bulk.lua` against the Okta emulator over TLS (HTTP/2), every request held")
+w("   " .. (R["bulk.latency_ms"] or "?") .. " ms, an org concurrency limit of " .. (R["bulk.org_concurrency"] or "?") ..
+  ", the app's 50 % share of each bucket, the client's defaults")
+w("   (`max_concurrency` " .. (R["bulk.max_concurrency"] or "?") .. ", `max_capacity` " .. (R["bulk.max_capacity"] or "?") ..
+  "), its token fetched before the clock starts. The concurrency run's")
+w("   bucket holds every request in one window, so its floor is N × latency / C. The budget run's")
+w("   bucket allows fewer than it sends, and the emulator's clock is set so that its minute ends a")
+w("   few seconds after the start: the floor is the time to the window's end (which no client can")
+w("   beat without going over) plus the rest at C in flight. 429s, the peak in flight and the peak")
+w("   use of the bucket by this app in any one window come from `GET /__emulator/stats`.")
 w()
 
 -- where the time goes (every figure from this run)

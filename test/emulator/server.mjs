@@ -970,7 +970,13 @@ function admitConcurrent(ctx) {
   }
   state.inFlight++;
   state.stats.in_flight_peak = Math.max(state.stats.in_flight_peak, state.inFlight);
-  ctx.res.on('close', () => { state.inFlight--; });
+  // In flight until the answer is written (res.end, once latency_ms has passed) or the stream
+  // is gone: counting down on 'finish' or 'close' comes later and races the client's next request.
+  let released = false;
+  const release = () => { if (!released) { released = true; state.inFlight--; } };
+  const end = ctx.res.end.bind(ctx.res);
+  ctx.res.end = (...args) => { release(); return end(...args); };
+  ctx.res.on('close', release);
   return true;
 }
 
@@ -2347,6 +2353,19 @@ function kindOf(p) {
 // Order for token and API requests: concurrency admission, latency_ms (in
 // flight), faults (like a gateway in front of the org), the per-minute rate
 // limits, then the endpoint.
+
+// latency_ms as a client sees Okta's: the answer leaves that long after the request came,
+// the emulator's own work included (done at once, the answer held back until then), so its
+// CPU time does not add up behind many requests in flight.
+function holdAnswer(res, at) {
+  const end = res.end.bind(res);
+  res.end = (...args) => {
+    const wait = at - Date.now();
+    if (wait <= 0) return end(...args);
+    setTimeout(() => end(...args), wait);
+    return res;
+  };
+}
 async function handle(req, res, tls, base) {
   const rawUrl = req.url || '/';
   const qi = rawUrl.indexOf('?');
@@ -2399,7 +2418,7 @@ async function handle(req, res, tls, base) {
   if (limited) {
     ctx.clientHint = peekClientId(ctx);
     if (!admitConcurrent(ctx)) return;
-    if (state.latencyMs > 0) await sleep(state.latencyMs);
+    if (state.latencyMs > 0) holdAnswer(res, Date.now() + state.latencyMs);
   }
   const fault = takeFault(req.method, p);
   if (fault && await applyFault(ctx, fault)) return;
@@ -2437,6 +2456,14 @@ try {
   die(`cannot start server: ${e.message}`);
 }
 
+// Each HTTP/2 connection ends gracefully after 1000 requests (GOAWAY NO_ERROR, like nginx's
+// default keepalive_requests; Okta's own cap is undocumented). libcurl 7.88 resets every
+// finished stream, and Node 20's nghttp2 takes more than 1000 resets (plus 33/s) for a rapid
+// reset attack, ending the connection with GOAWAY INTERNAL_ERROR, which no org sends.
+server.on('session', (sess) => {
+  let streams = 0;
+  sess.on('stream', () => { if (++streams === 1000) sess.close(); });
+});
 let baseUrl = null; // known once listening (the port may be chosen by the OS)
 
 server.on('request', (req, res) => {
