@@ -1,8 +1,9 @@
 -- Bulk work at Okta's pace, against the emulator enforcing Okta's limits: pagination that ends
 -- at the first empty page and resumes from err.next with nothing lost or repeated, System Log
 -- polling that sleeps on empty pages and stays inside its bucket, batches that never exceed
--- their concurrency, keep every result with its input and share one token refresh, and a
--- budget shared by four nginx workers through the shared dict.
+-- their concurrency, keep every result with its input and share one token refresh; in nginx,
+-- batches on light threads, a poller in a timer, and a budget shared by four workers through
+-- the shared dict.
 local oktadpop = require "oktadpop"
 local emulator = require "spec.support.emulator"
 local nginx = require "spec.support.nginx"
@@ -206,7 +207,7 @@ describe("bulk work", function()
   end)
 end)
 
-describe("the budget across four nginx workers", function()
+describe("bulk work in nginx (four workers, one shared dict)", function()
   local emu, dir, server, key
 
   setup(function()
@@ -214,13 +215,13 @@ describe("the budget across four nginx workers", function()
     key = assert(oktadpop.generate_key("RS256", {kid = "bulk-nginx"}))
     assert(key:save_pem(dir .. "/cc.pem", true))
     assert(assert(oktadpop.generate_key("ES256")):save_pem(dir .. "/dpop.pem", true))
-    emu = emulator.start{tls = false, config = {users = 50, latency_ms = 100, clients = {
-      {client_id = CLIENT_ID, jwks = {keys = {key:public_jwk()}}, scopes = {"okta.users.read"}}}}}
+    emu = emulator.start{tls = false, config = {users = 50, latency_ms = 100, log_events = 5, clients = {
+      {client_id = CLIENT_ID, jwks = {keys = {key:public_jwk()}}, scopes = {"okta.users.read", "okta.logs.read"}}}}}
     util.write(dir .. "/bulk_app.lua", ([[
 local resty = require "oktadpop.resty"
 local M = {}
 function M.client()
-  M.okta = M.okta or assert(resty.new{org_url = %q, client_id = %q, scopes = "okta.users.read",
+  M.okta = M.okta or assert(resty.new{org_url = %q, client_id = %q, scopes = "okta.users.read okta.logs.read",
     private_key = %q, kid = "bulk-nginx", dpop_key = %q, shared_dict = "oktadpop",
     max_capacity = 0.4, max_concurrency = 4, max_queue_wait = 3})
   return M.okta
@@ -232,12 +233,62 @@ return M
       local body, err = require("bulk_app").client():get("/api/v1/users/" .. ngx.var.arg_id)
       ngx.say(body and "ok" or err.kind)
     } }
+    location = /batch { content_by_lua_block {
+      local paths = {}
+      for i = 1, 20 do paths[i] = ("/api/v1/users/00u%015d/groups"):format(i) end
+      local results, failed = require("bulk_app").client():batch(paths, {concurrency = 4})
+      ngx.say(#results, " ", #failed)
+    } }
+    location = /tail { content_by_lua_block {
+      local dict, since = ngx.shared.oktadpop, os.date("!%Y-%m-%dT%H:%M:%SZ", ngx.time() - 7200)
+      dict:set("tail_count", 0)
+      dict:delete("tail_done")
+      ngx.timer.at(0, function(premature)
+        if premature then return end
+        local ok, err = pcall(function()
+          for _ in require("bulk_app").client():poll("/api/v1/logs", {since = since, interval = 0.3, duration = 2}) do
+            dict:incr("tail_count", 1)
+          end
+        end)
+        dict:set("tail_done", ok and "done" or tostring(err))
+      end)
+      ngx.say("started")
+    } }
+    location = /tail_count { content_by_lua_block {
+      ngx.say(ngx.shared.oktadpop:get("tail_count"), " ", ngx.shared.oktadpop:get("tail_done") or "polling")
+    } }
 ]]}
   end)
   teardown(function()
     if server then server:stop() end
     if emu then emu:stop() end
     if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  it("runs a batch on light threads, never more than its concurrency in flight", function()
+    emu:reset()
+    assert.equal("20 0\n", util.sh("curl -s " .. server.url .. "/batch"))
+    local peak = emu:stats().in_flight_peak
+    assert.is_true(peak <= 4 and peak >= 2, "in flight peak " .. peak)
+  end)
+
+  it("polls the System Log from a timer without holding up the worker", function()
+    emu:reset()
+    assert.equal("started\n", util.sh("curl -s " .. server.url .. "/tail"))
+    os.execute("sleep 0.8")
+    local now = util.sh("curl -s -w ' %{time_total}' " .. server.url .. "/tail_count")
+    local count, state, took = now:match("^(%d+) (%S+)\n ([%d.]+)$")
+    assert.equal("5", count) -- the seeded events, then empty pages every 0.3 s
+    assert.equal("polling", state)
+    assert.is_true(tonumber(took) < 0.5, "answered in " .. took .. " s while the timer polls")
+    os.execute("sleep 2")
+    assert.equal("5 done\n", util.sh("curl -s " .. server.url .. "/tail_count"))
+    local polls = {}
+    for _, e in ipairs(emu:log()) do if e.path == "/api/v1/logs" then polls[#polls + 1] = e end end
+    assert.is_true(#polls >= 4 and #polls <= 9, #polls .. " polls in 2 s")
+    for i = 3, #polls do -- after the first, non-empty page: a sleep of interval before each poll
+      assert.is_true(polls[i].t - polls[i - 1].t >= 280, "polled again after " .. (polls[i].t - polls[i - 1].t) .. " ms")
+    end
   end)
 
   it("admits exactly max_capacity of the bucket and max_concurrency in flight, with no 429", function()
