@@ -137,18 +137,29 @@ static int queue_timeout(ok_ctx *c) {
   return ok_op_fail_pushed(c);
 }
 
-/* The window count's key names the bucket and the window's end, so each window counts anew. */
-void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]) {
+/* The window count's key names the bucket and the window's end, so each window counts anew;
+ * it lives until the window ends, and a minute more. */
+static void count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]) {
   snprintf(key, OK_BUCKET_NAME + 40, "rl:%s:%.0f", b->name, b->reset);
+}
+
+static double count_ttl(const ok_ctx *c, const ok_bucket *b) {
+  return b->reset - ok_server_now(c->s, c->now) + 60;
 }
 
 static void shape_key(const char *bucket, char key[OK_BUCKET_NAME + 8]) {
   snprintf(key, OK_BUCKET_NAME + 8, "rlb:%s", bucket);
 }
 
-/* The limit rarely changes and the window rolls by whole minutes, so the entry lives an hour. */
-void ok_admit_publish_shape(ok_ctx *c, const ok_bucket *b) {
-  char key[OK_BUCKET_NAME + 8], value[64];
+/* A probe's answer described the bucket: the probe is counted in its window like any request,
+ * and the limit and window end are published for the others sharing the store (the limit
+ * rarely changes and the window rolls by whole minutes, so that entry lives an hour). */
+void ok_admit_probe_learned(ok_ctx *c, const ok_bucket *b) {
+  char key[OK_BUCKET_NAME + 40], value[64];
+  count_key(b, key);
+  lua_pushinteger(c->L, 1);
+  ok_op_queue_store(c, "incr", key, -1, count_ttl(c, b));
+  lua_pop(c->L, 1);
   shape_key(b->name, key);
   snprintf(value, sizeof value, "%.0f %.0f", b->limit, b->reset);
   lua_pushstring(c->L, value);
@@ -167,9 +178,9 @@ int ok_admit_on_shape(ok_ctx *c, int in) {
 
 static int ask_budget(ok_ctx *c, ok_bucket *b) {
   char key[OK_BUCKET_NAME + 40];
-  ok_admit_count_key(b, key);
+  count_key(b, key);
   lua_pushinteger(c->L, 1);
-  return ok_op_emit_store(c, "incr", key, -1, b->reset - ok_server_now(c->s, c->now) + 60, PH_BUDGET);
+  return ok_op_emit_store(c, "incr", key, -1, count_ttl(c, b), PH_BUDGET);
 }
 
 static int send_request(ok_ctx *c) {

@@ -71,10 +71,8 @@ int ok_admit_request(ok_ctx *c);
 int ok_admit_on_slot(ok_ctx *c, int in);
 int ok_admit_on_shape(ok_ctx *c, int in);
 int ok_admit_on_budget(ok_ctx *c, int in);
-/* Publishes a bucket's limit and window end (learned by this request) for other processes. */
-void ok_admit_publish_shape(ok_ctx *c, const ok_bucket *b);
-/* The store key of a bucket's count of requests in its current window. */
-void ok_admit_count_key(const ok_bucket *b, char key[OK_BUCKET_NAME + 40]);
+/* A probe learned bucket b: counts the probe in its window and publishes the bucket's limit. */
+void ok_admit_probe_learned(ok_ctx *c, const ok_bucket *b);
 /* Stores a 200 token response (result at ridx) and publishes it; 1, or 0 with an error pushed. */
 int ok_admit_take_token(ok_ctx *c, int ridx);
 /* Pushes {action="done", token=, info=} for a token operation. */

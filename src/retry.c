@@ -21,11 +21,17 @@
 #define OK_TOKEN_NONCE_TRIES 2
 #define OK_SKEW_RETRY 30.0
 
-static long status_of(lua_State *L, int in) {
+/* Pushes the response at in as a result table (its index in *ridx) and that table's headers
+ * (*hidx); returns the status. */
+static long open_response(lua_State *L, int in, int *ridx, int *hidx) {
   long status;
   lua_getfield(L, in, "status");
   status = (long)lua_tointeger(L, -1);
   lua_pop(L, 1);
+  ok_result_response(L, in);
+  *ridx = lua_gettop(L);
+  lua_getfield(L, *ridx, "headers");
+  *hidx = lua_gettop(L);
   return status;
 }
 
@@ -111,11 +117,7 @@ int ok_retry_on_token(ok_ctx *c, int in) {
   lua_getfield(L, in, "error");
   if (!lua_isnil(L, -1)) { lua_pop(L, 1); return on_no_response(c, in, 1); }
   lua_pop(L, 1);
-  status = status_of(L, in);
-  ok_result_response(L, in);
-  ridx = lua_gettop(L);
-  lua_getfield(L, ridx, "headers");
-  hidx = lua_gettop(L);
+  status = open_response(L, in, &ridx, &hidx);
   ok_session_learn(c->s, 1, ok_header(L, hidx, "dpop-nonce"), ok_header(L, hidx, "date"), c->now);
   ok_op_log(c, "token response: HTTP %ld%s", status, ok_header(L, hidx, "dpop-nonce") ? " (with DPoP-Nonce)" : "");
   if (status == 200) {
@@ -165,12 +167,7 @@ static void learn(ok_ctx *c, int hidx) {
                                 ok_header(L, hidx, "x-rate-limit-reset"));
   ok_session_learn(c->s, 0, ok_header(L, hidx, "dpop-nonce"), ok_header(L, hidx, "date"), c->now);
   if (c->op->probing && known) {
-    char key[OK_BUCKET_NAME + 40];
-    ok_admit_count_key(b, key);
-    lua_pushinteger(L, 1);
-    ok_op_queue_store(c, "incr", key, -1, b->reset - ok_server_now(c->s, c->now) + 60);
-    lua_pop(L, 1);
-    ok_admit_publish_shape(c, b);
+    ok_admit_probe_learned(c, b);
   } else if (c->op->probing) {
     b->probe_until = 0; /* no headers: nothing to learn, let the next one go */
   }
@@ -226,11 +223,7 @@ int ok_retry_on_api(ok_ctx *c, int in) {
     return on_no_response(c, in, c->op->idempotent);
   }
   lua_pop(L, 1);
-  status = status_of(L, in);
-  ok_result_response(L, in);
-  ridx = lua_gettop(L);
-  lua_getfield(L, ridx, "headers");
-  hidx = lua_gettop(L);
+  status = open_response(L, in, &ridx, &hidx);
   learn(c, hidx);
   ok_op_log(c, "%s %s -> HTTP %ld", c->op->method, c->op->url, status);
   if ((r = retried(c, status, hidx))) return r;

@@ -100,6 +100,15 @@ static int path_safe(int c) {
   return c != 0 && (isalnum(c) || strchr("-._~!$&'()*+,;=:@", c) != NULL);
 }
 
+#define MALFORMED_ESCAPE "URL path has a malformed percent escape"
+
+/* The byte the escape at path[i] (a '%') stands for, or -1 when it is malformed. */
+static int escaped_byte(const char *path, size_t len, size_t i) {
+  int hi = i + 2 < len ? hexval((unsigned char)path[i + 1]) : -1;
+  int lo = i + 2 < len ? hexval((unsigned char)path[i + 2]) : -1;
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 char *ok_htu_normalize(const char *url, size_t n, const char **why) {
   url_parts p;
   const char *err = url_split(url, n, &p);
@@ -113,10 +122,7 @@ char *ok_htu_normalize(const char *url, size_t n, const char **why) {
   for (size_t i = 0; i < p.pathlen; i++) {
     int c = (unsigned char)p.path[i];
     if (c == '%') {
-      int hi = i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 1]) : -1;
-      int lo = i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 2]) : -1;
-      if (hi < 0 || lo < 0) { free(out); if (why) *why = "URL path has a malformed percent escape"; return NULL; }
-      c = hi * 16 + lo;
+      if ((c = escaped_byte(p.path, p.pathlen, i)) < 0) { free(out); if (why) *why = MALFORMED_ESCAPE; return NULL; }
       if (path_safe(c)) out[o++] = (char)c;
       else o += put_pct(out + o, (unsigned)c);
       i += 2;
@@ -163,15 +169,10 @@ char *ok_htu_okta(const char *url, size_t n, const char **why) {
     return NULL;
   }
   for (size_t i = 0; i < p.pathlen; i++) { /* every escape decoded, as Okta's server sees the path */
-    int hi = p.path[i] == '%' && i + 2 < p.pathlen ? hexval((unsigned char)p.path[i + 1]) : -1;
-    int lo = hi >= 0 ? hexval((unsigned char)p.path[i + 2]) : -1;
-    if (p.path[i] == '%' && (hi < 0 || lo < 0)) {
-      free(path); free(out);
-      if (why) *why = "URL path has a malformed percent escape";
-      return NULL;
-    }
-    path[m++] = p.path[i] == '%' ? (unsigned char)(hi * 16 + lo) : (unsigned char)p.path[i];
+    int c = p.path[i] == '%' ? escaped_byte(p.path, p.pathlen, i) : (unsigned char)p.path[i];
+    if (c < 0) { free(path); free(out); if (why) *why = MALFORMED_ESCAPE; return NULL; }
     if (p.path[i] == '%') i += 2;
+    path[m++] = (unsigned char)c;
   }
   utf8 = utf8_valid(path, m);
   o = origin_write(&p, out);

@@ -77,6 +77,19 @@ local function exists(path)
   return false
 end
 
+-- A fresh name beside path, for writing before the rename.
+local function temp_beside(path)
+  return ("%s.tmp-%s"):format(path, oktadpop.random(16):sub(1, 10))
+end
+
+-- Renames the finished tmp over path; true, or nil, message with tmp removed.
+local function move_into_place(tmp, path)
+  local renamed, err = os.rename(tmp, path)
+  if renamed then return true end
+  os.remove(tmp)
+  return nil, "cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(err)
+end
+
 -- Runs fill(handle) on a temporary file beside path, then renames it over path. Refuses an
 -- existing path unless opts.force. Returns what fill returned, or nil, message (the old file,
 -- if any, untouched).
@@ -84,7 +97,7 @@ function M.atomic_write(path, fill, opts)
   if exists(path) and not (opts and opts.force) then
     return nil, path .. " exists: pass --force to replace it"
   end
-  local tmp = ("%s.tmp-%s"):format(path, oktadpop.random(16):sub(1, 10))
+  local tmp = temp_beside(path)
   local f, err = io.open(tmp, "wb")
   if not f then return nil, "cannot write " .. tmp .. ": " .. tostring(err) end
   local ok, result = pcall(fill, f)
@@ -93,11 +106,8 @@ function M.atomic_write(path, fill, opts)
     os.remove(tmp)
     return nil, ok and ("cannot write " .. tmp) or result
   end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    return nil, "cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr)
-  end
+  local moved, merr = move_into_place(tmp, path)
+  if not moved then return nil, merr end
   return result
 end
 
@@ -106,15 +116,10 @@ function M.save_key(key, path, force)
   if exists(path) and not force then
     return nil, path .. " exists (it may be the key registered in Okta): pass --force to replace it"
   end
-  local tmp = ("%s.tmp-%s"):format(path, oktadpop.random(16):sub(1, 10))
+  local tmp = temp_beside(path)
   local ok, err = key:save_pem(tmp, true)
   if not ok then return nil, tostring(err) end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    return nil, "cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr)
-  end
-  return true
+  return move_into_place(tmp, path)
 end
 
 return M
