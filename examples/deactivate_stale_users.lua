@@ -28,7 +28,7 @@ if not args.apply then
   io.stderr:write(("%d users inactive for more than %d days (dry run: pass --apply to deactivate)\n"):format(#stale, args.days))
   os.exit(0)
 end
-local _, failed = okta:batch(stale, {
+local deactivated, failed = okta:batch(stale, { -- with on_result: counts, nothing kept
   concurrency = math.min(args.concurrency, okta.max_concurrency),
   request = function(u) return {method = "POST", path = "/api/v1/users/" .. oktadpop.escape(u.id) .. "/lifecycle/deactivate"} end,
   on_result = function(r)
@@ -36,5 +36,5 @@ local _, failed = okta:batch(stale, {
     else io.stderr:write(("failed %s: %s\n"):format(r.input.login, tostring(r.error))) end
   end,
 })
-io.stderr:write(("%d of %d users deactivated\n"):format(#stale - #failed, #stale))
-os.exit(#failed == 0 and 0 or 1)
+io.stderr:write(("%d of %d users deactivated\n"):format(deactivated, #stale))
+os.exit(failed == 0 and 0 or 1)

@@ -10,7 +10,7 @@ WARN       := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-proto
 FCFLAGS    := -g -O1 $(SAN) -std=gnu11 -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags lua5.4 libcrypto libcurl)
 FLIBS      := $(shell $(PKG_CONFIG) --libs libcrypto libcurl) -llua5.4 -lm
 MODULE     := $(patsubst src/%.c,$(FUZZ_DIR)/obj/%.o,$(wildcard src/*.c))
-TARGETS    := url guard_htu link www_auth dotenv b64url key jwt
+TARGETS    := url guard_htu path link www_auth dotenv b64url key jwt
 
 all: $(TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 
@@ -23,7 +23,7 @@ $(FUZZ_DIR)/obj/fuzz_%.o: fuzz/fuzz_%.c src/*.h | $(FUZZ_DIR)/obj
 $(FUZZ_DIR)/obj/lua_%.o: fuzz/fuzz_lua.c src/*.h | $(FUZZ_DIR)/obj
 	$(FUZZ_CC) $(FCFLAGS) $(WARN) -DHARNESS='"$(CURDIR)/fuzz/$*.lua"' -c -o $@ $<
 
-$(FUZZ_DIR)/fuzz_url $(FUZZ_DIR)/fuzz_guard_htu: $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz_%.o $(FUZZ_DIR)/obj/url.o
+$(FUZZ_DIR)/fuzz_url $(FUZZ_DIR)/fuzz_guard_htu $(FUZZ_DIR)/fuzz_path: $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz_%.o $(FUZZ_DIR)/obj/url.o
 	$(FUZZ_CC) $(SAN) -o $@ $^ $(FLIBS)
 $(FUZZ_DIR)/fuzz_link $(FUZZ_DIR)/fuzz_www_auth: $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/fuzz_%.o $(FUZZ_DIR)/obj/http.o
 	$(FUZZ_CC) $(SAN) -o $@ $^ $(FLIBS)

@@ -583,12 +583,21 @@ static void record(lua_State *L, int base, int meta) {
   } else {
     lua_pushvalue(L, base + 2); lua_setfield(L, -2, "error");
     if (n >= 3) { lua_pushvalue(L, base + 3); lua_setfield(L, -2, "res"); }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, B_FAILED, (int)lua_rawlen(L, B_FAILED) + 1);
   }
   lua_getfield(L, B_OPTS, "on_result");
-  if (lua_isfunction(L, -1)) { lua_pushvalue(L, -2); lua_call(L, 1, 0); }
-  else { lua_pop(L, 1); lua_pushvalue(L, -1); lua_rawseti(L, B_RESULTS, index); }
+  if (lua_isfunction(L, -1)) { /* streaming: counted, never kept, so memory stays flat */
+    lua_rawgeti(L, B_RESULTS, ok ? 1 : 2);
+    lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+    lua_rawseti(L, B_RESULTS, ok ? 1 : 2);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+  } else {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, B_RESULTS, index);
+    if (!ok) { lua_pushvalue(L, -1); lua_rawseti(L, B_FAILED, (int)lua_rawlen(L, B_FAILED) + 1); }
+  }
   lua_settop(L, base);
 }
 
@@ -686,13 +695,19 @@ static int client_batch(lua_State *L) {
   lua_pop(L, 2);
   if (!ok_opt_number(L, 3, "concurrency", max, 1, max, &conc)) return 2;
   r = run_new(L, 1, (int)conc);
-  lua_newtable(L);
+  lua_newtable(L); /* results; with on_result, [1] and [2] count successes and failures */
   lua_newtable(L);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_pushvalue(L, -4);
   lua_pushvalue(L, -4);
   protected(L, r, batch_body, 4); /* answers nothing: the two tables are on top again */
+  lua_getfield(L, 3, "on_result");
+  if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return 2; }
+  lua_rawgeti(L, -3, 1);
+  lua_rawgeti(L, -4, 2);
+  lua_pushinteger(L, lua_tointeger(L, -2)); /* nil counts as 0 */
+  lua_pushinteger(L, lua_tointeger(L, -2));
   return 2;
 }
 

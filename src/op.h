@@ -27,6 +27,7 @@ typedef struct ok_op {
   long long sent_iat;              /* of the last token request */
   double lock_until, lock_give_up, queue_deadline, wait;
   double interval, stop_at, max_pages, max_items, pages, items;
+  int visited_count;               /* pages in the newest generation of the walk's visited set */
 } ok_op;
 
 /* Everything a rule needs: the operation and its index, its session, the driver's time. */
@@ -41,6 +42,10 @@ typedef struct ok_ctx {
 /* ---- operation.c ---- */
 void ok_op_set_str(char **slot, const char *s);
 void ok_op_uv_get(ok_ctx *c, const char *field);
+/* Sets field of the uservalue to the value on top (popped). */
+void ok_op_uv_set(ok_ctx *c, const char *field);
+/* Pushes the list in field, made when missing. */
+void ok_op_uv_list(ok_ctx *c, const char *field);
 void ok_op_log(ok_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Queues a store action whose answer is not needed (releases, publishing); vidx: its value. */
 void ok_op_queue_store(ok_ctx *c, const char *op, const char *key, int vidx, double ttl);

@@ -38,21 +38,20 @@ void ok_op_uv_get(ok_ctx *c, const char *field) {
   lua_remove(c->L, -2);
 }
 
-static void uv_set(ok_ctx *c, const char *field) { /* pops the value */
+void ok_op_uv_set(ok_ctx *c, const char *field) {
   lua_getuservalue(c->L, c->opidx);
   lua_insert(c->L, -2);
   lua_setfield(c->L, -2, field);
   lua_pop(c->L, 1);
 }
 
-/* The list in field, made when missing, on top. */
-static void uv_list(ok_ctx *c, const char *field) {
+void ok_op_uv_list(ok_ctx *c, const char *field) {
   ok_op_uv_get(c, field);
   if (!lua_isnil(c->L, -1)) return;
   lua_pop(c->L, 1);
   lua_newtable(c->L);
   lua_pushvalue(c->L, -1);
-  uv_set(c, field);
+  ok_op_uv_set(c, field);
 }
 
 void ok_op_log(ok_ctx *c, const char *fmt, ...) {
@@ -62,7 +61,7 @@ void ok_op_log(ok_ctx *c, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  uv_list(c, "log");
+  ok_op_uv_list(c, "log");
   lua_pushstring(c->L, line);
   lua_rawseti(c->L, -2, (int)lua_rawlen(c->L, -2) + 1);
   lua_pop(c->L, 1);
@@ -83,7 +82,7 @@ static void push_store(ok_ctx *c, const char *op, const char *key, int vidx, dou
 
 void ok_op_queue_store(ok_ctx *c, const char *op, const char *key, int vidx, double ttl) {
   vidx = vidx ? lua_absindex(c->L, vidx) : 0;
-  uv_list(c, "q");
+  ok_op_uv_list(c, "q");
   push_store(c, op, key, vidx, ttl);
   lua_rawseti(c->L, -2, (int)lua_rawlen(c->L, -2) + 1);
   lua_pop(c->L, 1);
@@ -126,7 +125,7 @@ int ok_op_emit(ok_ctx *c, enum ok_phase phase) {
   ok_op_uv_get(c, "q");
   if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
     lua_pop(L, 1);
-    uv_set(c, "then");
+    ok_op_uv_set(c, "then");
     c->op->then_phase = phase;
     pop_queued(c);
     phase = PH_QUEUED;
@@ -138,7 +137,7 @@ int ok_op_emit(ok_ctx *c, enum ok_phase phase) {
   if (lua_isnil(L, -1)) { lua_pop(L, 1); return 1; }
   lua_setfield(L, -2, "log");
   lua_pushnil(L);
-  uv_set(c, "log");
+  ok_op_uv_set(c, "log");
   return 1;
 }
 
@@ -219,7 +218,7 @@ static int from_queue(ok_ctx *c) {
   if (pop_queued(c)) return 1;
   ok_op_uv_get(c, "then");
   lua_pushnil(c->L);
-  uv_set(c, "then");
+  ok_op_uv_set(c, "then");
   c->op->phase = c->op->then_phase;
   if (!lua_isnil(c->L, -1)) return 1;
   lua_pop(c->L, 1);
@@ -325,7 +324,7 @@ int ok_op_abort(lua_State *L, int opidx) {
   ok_op_uv_get(&c, "q");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_newtable(L); }
   lua_pushnil(L);
-  uv_set(&c, "q");
+  ok_op_uv_set(&c, "q");
   return 1;
 }
 

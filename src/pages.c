@@ -72,6 +72,44 @@ static void move_to(ok_ctx *c, const char *url) {
   ok_op_new_request(c->op, c->now, c->s);
 }
 
+/* The pages a walk has handed out, as the first 12 bytes of each URL's SHA-256 (keys of the
+ * uservalue's "visited" table), so that a next link back to one of them ends the walk: a
+ * proxy or server bug linking A to B and back would otherwise loop forever. A poll runs for
+ * days, so it keeps two generations of OK_POLL_VISITED pages and forgets the older. */
+#define OK_POLL_VISITED 1024
+
+static int visited(ok_ctx *c, const char *url, int record) {
+  lua_State *L = c->L;
+  unsigned char md[32];
+  int seen = 0;
+  ok_sha256(url, strlen(url), md);
+  for (int g = 0; g < 2 && !seen; g++) {
+    ok_op_uv_get(c, g ? "visited_before" : "visited");
+    if (lua_istable(L, -1)) {
+      lua_pushlstring(L, (const char *)md, 12);
+      lua_rawget(L, -2);
+      seen = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  if (!record || seen) return seen;
+  if (c->op->kind == OK_OP_POLL && c->op->visited_count >= OK_POLL_VISITED) { /* a new generation */
+    ok_op_uv_get(c, "visited");
+    ok_op_uv_set(c, "visited_before");
+    lua_pushnil(L);
+    ok_op_uv_set(c, "visited");
+    c->op->visited_count = 0;
+  }
+  ok_op_uv_list(c, "visited");
+  lua_pushlstring(L, (const char *)md, 12);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  c->op->visited_count++;
+  return 0;
+}
+
 static int poll_over(ok_ctx *c, double at) {
   ok_op *op = c->op;
   return op->items >= op->max_items || op->pages >= op->max_pages || at >= op->stop_at;
@@ -100,6 +138,7 @@ int ok_pages_answer(ok_ctx *c, int ridx) {
   op->pages++;
   op->items += (double)n;
   if (n > 0) {
+    visited(c, op->url, 1);
     lua_createtable(L, 0, 4);
     lua_pushliteral(L, "items"); lua_setfield(L, -2, "action");
     lua_pushvalue(L, -2); lua_setfield(L, -2, "items");
@@ -113,24 +152,23 @@ int ok_pages_answer(ok_ctx *c, int ridx) {
   return ok_op_emit_sleep(c, op->interval);
 }
 
+/* Ends the walk with an error of kind "limit" whose err.next is the page not handed out. */
+static int stop_at_next(ok_ctx *c, const char *fmt, double n) {
+  ok_error_push(c->L, "limit", fmt, n, c->op->next);
+  lua_pushstring(c->L, c->op->next);
+  lua_setfield(c->L, -2, "next");
+  return ok_op_emit_fail(c);
+}
+
 int ok_pages_after_items(ok_ctx *c) {
   ok_op *op = c->op;
-  if (op->kind == OK_OP_POLL) {
-    if (poll_over(c, c->now)) return done(c);
-    move_to(c, op->next ? op->next : op->url);
-    return ok_op_advance(c);
-  }
-  if (!op->next) return done(c);
-  if (op->pages >= op->max_pages) {
-    ok_error_push(c->L, "limit", "stopped after max_pages (%.0f) pages: resume from err.next", op->max_pages);
-    lua_pushstring(c->L, op->next);
-    lua_setfield(c->L, -2, "next");
-    return ok_op_emit_fail(c);
-  }
-  if (strcmp(op->next, op->url) == 0) {
-    ok_error_push(c->L, "http", "%s: the server's next link repeats this page", op->url);
-    return ok_op_emit_fail(c);
-  }
-  move_to(c, op->next);
+  if (op->kind == OK_OP_POLL && poll_over(c, c->now)) return done(c);
+  if (!op->next && op->kind == OK_OP_PAGES) return done(c);
+  if (op->next && visited(c, op->next, 0))
+    return stop_at_next(c, "stopped after %.0f pages: the server's next link (%s) returns to a page this walk has "
+                        "already handed out", op->pages);
+  if (op->kind == OK_OP_PAGES && op->pages >= op->max_pages)
+    return stop_at_next(c, "stopped after max_pages (%.0f) pages: resume from err.next (%s)", op->max_pages);
+  move_to(c, op->next ? op->next : op->url);
   return ok_op_advance(c);
 }

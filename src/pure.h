@@ -28,6 +28,10 @@ char *ok_htu_okta(const char *url, size_t n, const char **why);
 int ok_url_origin(const char *url, size_t n, char *out, size_t outsz, const char **why);
 /* Where the path of an absolute URL starts (after the authority), or NULL when not absolute. */
 const char *ok_url_path(const char *url);
+/* The first segment of the path (up to its query) that is "." or "..", raw or escaped, or that
+ * decodes to pieces holding one around an escaped '/' or '\\'; NULL when none. Such a path
+ * names another resource once anything on the way removes dot segments. *seglen: its length. */
+const char *ok_path_dot_segment(const char *path, size_t n, size_t *seglen);
 int ok_host_is_loopback(const char *origin);
 /* Percent-encodes all but RFC 3986 unreserved characters; out needs 3n; returns the length. */
 size_t ok_pct_encode(const char *s, size_t n, char *out);

@@ -109,6 +109,18 @@ static int add_absolute(lua_State *L, luaL_Buffer *b, ok_session *s, const char 
   return 1;
 }
 
+/* A path with a dot segment is refused before anything is signed or sent: libcurl, a proxy or
+ * the server would remove it, and the request would reach another resource than the one the
+ * caller named (factors/.. is the user itself). Returns 1, or 2 with nil, err (url on top). */
+static int refuse_dot_segment(lua_State *L, const char *url) {
+  const char *path = ok_url_path(url), *seg;
+  size_t n = 0, shown;
+  if (!path || !(seg = ok_path_dot_segment(path, strlen(path), &n))) return 1;
+  shown = strcspn(path, "?#"); /* the path alone: a query is the caller's data */
+  return ok_fail(L, "config", "refusing a path with a dot segment (\"%.*s\" in %.*s): it would reach another "
+                 "resource; ids are data, never paths", (int)(n > 60 ? 60 : n), seg, (int)(shown > 300 ? 300 : shown), path);
+}
+
 int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx) {
   luaL_Buffer b;
   int query = 0;
@@ -143,7 +155,7 @@ int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx) {
   if (!(norm = ok_htu_normalize(lua_tostring(L, -1), lua_rawlen(L, -1), &why))) /* bad escapes fail now */
     return ok_fail(L, "config", "invalid URL: %s", why);
   free(norm);
-  return 1;
+  return refuse_dot_segment(L, lua_tostring(L, -1));
 }
 
 const char *ok_request_method(const char *method, size_t len, char m[16]) {

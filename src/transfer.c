@@ -103,6 +103,7 @@ static CURL *easy_for(ok_xfer *x, lua_State *L, int sidx) {
   lua_pop(L, 5); /* curl copied the strings */
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* the path sent is the one the htu was signed for */
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);

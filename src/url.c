@@ -187,6 +187,32 @@ char *ok_htu_okta(const char *url, size_t n, const char **why) {
   return out;
 }
 
+const char *ok_path_dot_segment(const char *path, size_t n, size_t *seglen) {
+  size_t end = 0, seg = 0, dots = 0, len = 0;
+  while (end < n && path[end] != '?' && path[end] != '#') end++;
+  for (size_t i = 0; i <= end; i++) {
+    /* each piece of a segment, decoded, between '/' and escaped '/' or '\\' (which a decoding
+     * proxy, or Okta's htu comparison, would turn into separators): "." or ".." is refused */
+    int raw_sep = i == end || path[i] == '/';
+    int c = raw_sep ? '/' : path[i] == '%' ? escaped_byte(path, end, i) : (unsigned char)path[i];
+    if (!raw_sep && path[i] == '%' && c >= 0) i += 2;
+    if (c == '/' || c == '\\') {
+      if (len > 0 && len == dots && dots <= 2) {
+        size_t stop = i;
+        while (stop < end && path[stop] != '/') stop++;
+        if (seglen) *seglen = stop - seg;
+        return path + seg;
+      }
+      dots = len = 0;
+      if (raw_sep) seg = i + 1;
+      continue;
+    }
+    len++;
+    dots += c == '.';
+  }
+  return NULL;
+}
+
 const char *ok_url_path(const char *url) {
   url_parts p;
   return url_split(url, strlen(url), &p) ? NULL : p.path;

@@ -36,7 +36,11 @@ local function log_lines(self, lines)
   end
 end
 
-local function loop(self, op)
+-- Raised inside loop when the batch it runs for has failed: the operation is given up at its
+-- next wait instead of waiting out pacing it no longer needs.
+local CANCELLED = setmetatable({}, {__tostring = function() return "cancelled" end})
+
+local function loop(self, op, batch)
   local step, now, transport, store = op.step, ngx.now, self.transport, self.store
   local action = step(op, nil, now())
   while true do
@@ -47,6 +51,7 @@ local function loop(self, op)
     elseif kind == "store" then
       action = step(op, store_call(store, action), now())
     elseif kind == "sleep" then
+      if batch and batch.failure then error(CANCELLED, 0) end
       ngx.sleep(action.seconds)
       ngx.update_time()
       action = step(op, nil, now())
@@ -58,11 +63,12 @@ end
 
 -- Runs an operation to its next items, done or fail action. If anything raises on the way,
 -- what the operation holds (a concurrency slot, the token lock) is given back first.
-function Client:_run(op)
+function Client:_run(op, batch)
   if self.closed then return {action = "fail", error = core.error("config", "the client is closed")} end
-  local ok, action = pcall(loop, self, op)
+  local ok, action = pcall(loop, self, op, batch)
   if ok then return action end
   for _, a in pairs(op:abort()) do pcall(store_call, self.store, a) end
+  if action == CANCELLED then return {action = "fail", error = core.error("config", "cancelled: the batch failed")} end
   error(action, 0)
 end
 
@@ -79,13 +85,16 @@ function Client:token(force)
   return done.token, done.info
 end
 
-function Client:request(method, path, opts)
+-- A request; `batch` (internal) is the batch it runs for, whose failure cancels its waits.
+local function request(self, method, path, opts, batch)
   local op, err = op_or_error(self.session:operation(method, path, opts))
   if not op then return nil, err end
-  local done = self:_run(op)
+  local done = self:_run(op, batch)
   if done.action == "fail" then return nil, done.error end
   return done.response
 end
+
+function Client:request(method, path, opts) return request(self, method, path, opts) end
 
 -- The answer for a response is the libcurl driver's, from the same core function.
 local function call(self, method, path, opts)
@@ -127,8 +136,11 @@ end
 function Client:paginate(path, query, opts) return items_of(self, self.session:pages(path, query, opts)) end
 function Client:poll(path, opts) return items_of(self, self.session:poll(path, opts)) end
 
--- batch(requests [, {concurrency=, request=fn, on_result=fn}]) -> results, failed: as the
--- libcurl driver's, with light threads (each runs requests through the same core).
+-- batch(requests [, {concurrency=, request=fn, on_result=fn}]) -> results, failed, or with
+-- on_result the counts of successes and failures (nothing kept: memory stays flat). Light
+-- threads run the requests through the same core. A callback (request, on_result, or the
+-- requests iterator) that raises ends the batch with that error once every request in flight
+-- has finished or given up, each having given back what it held.
 function Client:batch(requests, opts)
   opts = opts or {}
   local conc = opts.concurrency or self.session.max_concurrency
@@ -136,6 +148,7 @@ function Client:batch(requests, opts)
     return nil, core.error("config", "concurrency must be a number from 1 to max_concurrency")
   end
   local results, failed, index, list = {}, {}, 0, type(requests) == "table"
+  local counts, batch = {ok = 0, failed = 0}, {}
   local function next_input()
     local input
     if list then input = requests[index + 1] else input = requests() end
@@ -143,34 +156,50 @@ function Client:batch(requests, opts)
     return input, index
   end
   local function record(result)
-    if not result.ok then failed[#failed + 1] = result end
-    if opts.on_result then opts.on_result(result) else results[result.index] = result end
+    if opts.on_result then
+      counts[result.ok and "ok" or "failed"] = counts[result.ok and "ok" or "failed"] + 1
+      opts.on_result(result)
+    else
+      results[result.index] = result
+      if not result.ok then failed[#failed + 1] = result end
+    end
+  end
+  local function one(input, i)
+    local spec = opts.request and opts.request(input) or input
+    if type(spec) == "string" then spec = {path = spec} end
+    local result = {index = i, input = input, request = spec}
+    local body, err, res
+    if type(spec) ~= "table" or type(spec.path) ~= "string" then
+      err = core.error("config", "a batch request needs path (a string) and method (a string, default GET)")
+    else
+      body, err, res = request(self, spec.method or "GET", spec.path,
+                               {query = spec.query, body = spec.body, headers = spec.headers}, batch)
+      if body then body, err, res = core.result(body) end
+    end
+    if batch.failure then return end -- the batch failed while this one was in flight
+    result.ok = body ~= nil
+    if body ~= nil then result.body, result.res = body, err else result.error, result.res = err, res end
+    record(result)
   end
   local function worker()
-    while true do
-      local input, i = next_input()
-      if input == nil then return end
-      local spec = opts.request and opts.request(input) or input
-      if type(spec) == "string" then spec = {path = spec} end
-      local result = {index = i, input = input, request = spec}
-      local body, err, res
-      if type(spec) ~= "table" or type(spec.path) ~= "string" then
-        err = core.error("config", "a batch request needs path (a string) and method (a string, default GET)")
-      else
-        body, err, res = self:request(spec.method or "GET", spec.path, {query = spec.query, body = spec.body, headers = spec.headers})
-        if body then body, err, res = core.result(body) end
-      end
-      result.ok = body ~= nil
-      if body ~= nil then result.body, result.res = body, err else result.error, result.res = err, res end
-      record(result)
+    while not batch.failure do
+      local ok, err = pcall(function()
+        local input, i = next_input()
+        if input == nil then return true end
+        one(input, i)
+      end)
+      if not ok then batch.failure = batch.failure or {err}; return end
+      if err == true then return end
     end
   end
   local threads = {}
   for t = 1, conc do threads[t] = ngx.thread.spawn(worker) end
   for t = 1, #threads do
     local ok, err = ngx.thread.wait(threads[t])
-    if not ok then error(err, 0) end
+    if not ok then batch.failure = batch.failure or {err} end
   end
+  if batch.failure then error(batch.failure[1], 0) end
+  if opts.on_result then return counts.ok, counts.failed end
   return results, failed
 end
 
