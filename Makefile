@@ -33,8 +33,8 @@ LUA_MODULES  := $(shell find lua -name '*.lua')
 
 WARN   := -Wall -Wextra $(WERROR) -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 # Only luaopen_oktadpop leaves the .so; the host program supplies the Lua symbols (never -llua).
-COMMON := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(EXTRA_INC)
-SRCS   := $(wildcard src/*.c)
+COMMON := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE -Isrc $(EXTRA_INC)
+SRCS   := $(wildcard src/*/*.c)
 OBJS   := $(SRCS:src/%.c=$(BUILD)/%.o)
 
 .PHONY: all test install demo memcheck clean bootstrap luajit bench fuzz asan docs dist FORCE
@@ -47,7 +47,8 @@ $(FLAGS): FORCE | $(BUILD)
 	@PKG_CONFIG="$(PKG_CONFIG)" scripts/flags $(LUA_PC) "$(CC) $(CFLAGS) $(COMMON) $(WARN)" "$(LDFLAGS)" > $@.new
 	@if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
 
-$(BUILD)/%.o: src/%.c src/*.h $(FLAGS) Makefile
+$(BUILD)/%.o: src/%.c src/*/*.h $(FLAGS) Makefile
+	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(COMMON) $(WARN) $(shell sed -n 's/^cflags=//p' $(FLAGS)) -c -o $@ $<
 
 $(SO): $(OBJS) $(FLAGS)

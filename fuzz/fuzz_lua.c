@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
-#include "../src/oktadpop.h"
+#include "../src/jose/jose.h"
 
 #ifndef HARNESS
 #error "build with -DHARNESS=\"path/to/harness.lua\""

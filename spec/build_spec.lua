@@ -5,14 +5,14 @@ local util = require "spec.support.util"
 
 local sh = util.sh
 
--- The core, and the pure helpers under it (see src/core.h and src/pure.h).
-local CORE = {"config", "session", "request", "operation", "admission", "retry", "pages", "result", "core", "ratelimit"}
-local PURE = {"http", "url", "dotenv", "ratelimit"}
+-- The layers, innermost first (README: The design). An object may call what its own folder
+-- or an inner layer defines, never an outer one; transport and core sit side by side and
+-- never call each other.
+local LAYERS = {pure = 0, lua = 1, jose = 2, core = 3, transport = 3, binding = 4}
 
 -- Names the core must never call: a driver's, libcurl's, or any I/O, clock or environment.
 local FORBIDDEN = {
-  "^curl_", "^ok_xfer_", "^ok_engine_", "^ok_store_", "^ok_setup_", "^ok_client_", "^ok_wall_clock$",
-  "^ok_read_small_file$", "^ok_key_file_mode$",
+  "^curl_", "^ok_store_", "^ok_setup_", "^ok_transport_", "^ok_read_small_file$", "^ok_key_file_mode$",
   "^open", "^read$", "^write$", "^close$", "^fopen", "^fread$", "^fwrite$", "^v?fprintf$", "^__v?fprintf_chk$",
   "^printf$", "^__printf_chk$", "^puts$", "^fputs$", "^f?stat", "^__x?stat", "^access$", "^getenv$", "^secure_getenv$",
   "^time$", "^clock_gettime$", "^gettimeofday$", "^nanosleep$", "^u?sleep$", "^socket$", "^connect$", "^send",
@@ -23,6 +23,25 @@ local function undefined(obj)
   local names = {}
   for name in sh("nm -u " .. obj):gmatch("U ([%w_@.]+)") do names[#names + 1] = name:gsub("@.*$", "") end
   return names
+end
+
+-- Every object of the 5.4 build: {path=, folder=, name=}.
+local function objects()
+  local out = {}
+  for path in sh("ls build/5.4/*/*.o"):gmatch("%S+") do
+    local folder, name = path:match("build/5%.4/([%w_]+)/([%w_]+)%.o$")
+    out[#out + 1] = {path = path, folder = folder, name = name}
+  end
+  return out
+end
+
+-- Which object defines each of our global symbols.
+local function definers(objs)
+  local by = {}
+  for _, o in ipairs(objs) do
+    for name in sh("nm --defined-only " .. o.path):gmatch("%x+ [TDBR] ([%w_]+)") do by[name] = o end
+  end
+  return by
 end
 
 describe("the build", function()
@@ -40,28 +59,62 @@ describe("the build", function()
   end
 
   it("keeps the protocol core free of I/O, clocks, the environment and drivers", function()
-    for _, f in ipairs(CORE) do
-      for _, name in ipairs(undefined("build/5.4/" .. f .. ".o")) do
-        for _, bad in ipairs(FORBIDDEN) do
-          assert.is_nil(name:match(bad), ("src/%s.c calls %s"):format(f, name))
+    for _, o in ipairs(objects()) do
+      if o.folder == "core" then
+        for _, name in ipairs(undefined(o.path)) do
+          for _, bad in ipairs(FORBIDDEN) do
+            assert.is_nil(name:match(bad), ("src/core/%s.c calls %s"):format(o.name, name))
+          end
         end
+        local src = util.readfile("src/core/" .. o.name .. ".c")
+        assert.is_nil(src:match('#include "binding/'), "src/core/" .. o.name .. ".c includes the binding")
+        assert.is_nil(src:match('#include "transport/'), "src/core/" .. o.name .. ".c includes a transport")
+        assert.is_nil(src:match("#include <curl/"), "src/core/" .. o.name .. ".c includes curl")
       end
-      local src = util.readfile("src/" .. f .. ".c")
-      assert.is_nil(src:match('#include "driver.h"'), "src/" .. f .. ".c includes driver.h")
-      assert.is_nil(src:match("#include <curl/"), "src/" .. f .. ".c includes curl")
     end
-    for _, h in ipairs({"core.h", "op.h", "oktadpop.h", "pure.h"}) do
+    for _, h in ipairs({"core/core.h", "core/op.h", "jose/jose.h", "lua/oktadpop.h", "pure/pure.h"}) do
       assert.is_nil(util.readfile("src/" .. h):match("#include [<\"]curl"), h .. " includes curl")
-      assert.is_nil(util.readfile("src/" .. h):match('#include "driver.h"'), h .. " includes driver.h")
+      assert.is_nil(util.readfile("src/" .. h):match('#include "binding/'), h .. " includes the binding")
     end
   end)
 
   it("keeps the pure helpers free of Lua", function()
-    for _, f in ipairs(PURE) do
-      for _, name in ipairs(undefined("build/5.4/" .. f .. ".o")) do
-        assert.is_nil(name:match("^lua"), ("src/%s.c calls %s"):format(f, name))
+    for _, o in ipairs(objects()) do
+      if o.folder == "pure" then
+        for _, name in ipairs(undefined(o.path)) do
+          assert.is_nil(name:match("^lua"), ("src/pure/%s.c calls %s"):format(o.name, name))
+        end
       end
     end
+  end)
+
+  it("points every arrow inward, and has no circle between object files", function()
+    local objs = objects()
+    local by, edges = definers(objs), {}
+    for _, o in ipairs(objs) do
+      assert.is_not_nil(LAYERS[o.folder], "src/" .. o.folder .. " is not a known layer")
+      edges[o.path] = {}
+      for _, name in ipairs(undefined(o.path)) do
+        local d = by[name]
+        if d and d ~= o then
+          local inward = LAYERS[d.folder] < LAYERS[o.folder] or d.folder == o.folder
+          assert.is_true(inward, ("src/%s/%s.c calls %s of src/%s/%s.c, an outer or parallel layer"):format(
+            o.folder, o.name, name, d.folder, d.name))
+          edges[o.path][d.path] = name
+        end
+      end
+    end
+    local state = {} -- depth-first search: "open" while on the path, "done" after
+    local function visit(path, trail)
+      if state[path] == "done" then return end
+      assert.is_nil(state[path] == "open" and path or nil, "a circle: " .. table.concat(trail, " -> ") .. " -> " .. path)
+      state[path] = "open"
+      trail[#trail + 1] = path
+      for next_path in pairs(edges[path]) do visit(next_path, trail) end
+      trail[#trail] = nil
+      state[path] = "done"
+    end
+    for _, o in ipairs(objs) do visit(o.path, {}) end
   end)
 
   it("names the package pkg-config cannot find, and stops", function()
@@ -78,9 +131,9 @@ describe("the build", function()
     local function build(cflags)
       return sh(("(make -j2 BUILD=%s CFLAGS='%s' %s/oktadpop.so 2>&1)"):format(dir, cflags, dir))
     end
-    assert.matches("src/session.c", build("-O0"))
-    assert.is_nil(build("-O0"):match("src/session.c"), "nothing changed: nothing rebuilt")
-    assert.matches("src/session.c", build("-O0 -DOKTADPOP_SPEC"))
+    assert.matches("src/core/session.c", build("-O0"))
+    assert.is_nil(build("-O0"):match("src/core/session.c"), "nothing changed: nothing rebuilt")
+    assert.matches("src/core/session.c", build("-O0 -DOKTADPOP_SPEC"))
     os.execute("rm -rf " .. dir)
     assert.matches("LUA must be lua5.4 or luajit", sh("(make -n LUA=lua5.3 2>&1)"), 1, true)
   end)
@@ -89,17 +142,21 @@ describe("the build", function()
     os.execute("rm -rf build/docs")
     sh("make -s docs 2>&1")
     local index = util.readfile("build/docs/index.html")
-    for _, module in ipairs{"oktadpop", "oktadpop.admin", "oktadpop.resty", "oktadpop.resty.guard"} do
+    for _, module in ipairs{"oktadpop", "oktadpop.client", "oktadpop.admin", "oktadpop.resty", "oktadpop.resty.guard"} do
       assert.matches(">" .. module .. "<", index, 1, true)
     end
     local main = util.readfile("build/docs/modules/oktadpop.html")
-    for _, fn in ipairs{"dpop_proof", "verify_dpop_proof", "client:batch", "client:poll", "client:paginate"} do
+    for _, fn in ipairs{"dpop_proof", "verify_dpop_proof", "new", "from_env"} do
       assert.matches(fn, main, 1, true)
+    end
+    local client = util.readfile("build/docs/modules/oktadpop.client.html")
+    for _, fn in ipairs{"client:batch", "client:poll", "client:paginate", "client:get", "client:token"} do
+      assert.matches(fn, client, 1, true)
     end
   end)
 
   it("makes a release: the tarball of HEAD, and a rock luarocks builds offline from it", function()
-    local version = sh("sed -n 's/^#define OKTADPOP_VERSION \"\\(.*\\)\"$/\\1/p' src/oktadpop.h"):gsub("%s+$", "")
+    local version = sh("sed -n 's/^#define OKTADPOP_VERSION \"\\(.*\\)\"$/\\1/p' src/lua/oktadpop.h"):gsub("%s+$", "")
     local name = "oktadpop-" .. version
     assert.equal(version .. "-1", (sh("lua5.4 -e 'dofile(\"" .. name .. "-1.rockspec\") print(version)'"):gsub("%s+$", "")))
     assert.matches(name .. "-1.src.rock", sh("make -s dist 2>&1"), 1, true)

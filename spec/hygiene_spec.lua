@@ -72,6 +72,7 @@ describe("key file permissions", function()
     local env = util.tmpfile("OKTA_ORG_URL=" .. ORG .. "\nOKTA_CLIENT_ID=0oa1\nOKTA_SCOPES=a\nOKTA_CC_PRIVATE_KEY_FILE=" .. key .. "\n")
     -- from_env has no debug option: OKTADPOP_DEBUG=1 sends the log to stderr (of a child, here)
     local script = util.tmpfile("package.cpath = " .. string.format("%q", package.cpath) ..
+      "\npackage.path = " .. string.format("%q", package.path) ..
       "\nassert(require('oktadpop').from_env(" .. string.format("%q", env) .. "))\nprint('created')\n")
     local preload = under_asan and ("LD_PRELOAD=" .. os.getenv("LD_PRELOAD") .. " ASAN_OPTIONS=detect_leaks=0 ") or ""
     local out = util.sh("{ OKTADPOP_DEBUG=1 " .. preload .. (jit and "luajit " or "lua5.4 ") .. script .. " 2>&1; }")

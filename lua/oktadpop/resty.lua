@@ -1,230 +1,28 @@
---- oktadpop.resty: the nginx driver. The same protocol core as the libcurl driver decides every
--- request (oktadpop.core: the token exchange, nonces, retries, rate-limit pacing, pages); this
--- file only moves bytes over cosockets, answers store actions from a lua_shared_dict, and
--- waits with ngx.sleep, so no worker ever blocks and nothing yields inside C. A client has the
--- surface of oktadpop.new's: token, request, get, post, put, patch, delete, paginate, poll,
--- batch (on light threads), close, and the admin helpers (client.users, ...).
+--- oktadpop.resty: the nginx driver. It supplies the client surface (oktadpop.client, the same
+-- methods as oktadpop.new's) with a transport over cosockets (oktadpop.resty.http: every line,
+-- header block, chunk and body bounded), ngx.sleep, light threads for batch, and a
+-- lua_shared_dict as the store, so no worker ever blocks and nothing yields inside C. The
+-- protocol core (oktadpop.core) decides every request, as under the libcurl driver.
 -- @module oktadpop.resty
 local oktadpop = require "oktadpop"
+local client = require "oktadpop.client"
 local http = require "oktadpop.resty.http"
 
 local core = oktadpop.core
 local ngx = ngx
-local type, pairs, pcall, error, setmetatable = type, pairs, pcall, error, setmetatable
+local type, pairs, tostring = type, pairs, tostring
 
 local _M = {_VERSION = oktadpop._VERSION}
 
 -- Options of this driver, beside the core's (oktadpop.new's).
 local DRIVER_OPTIONS = {"shared_dict", "transport", "store"}
 
--- One store action on a shared dict (or any store with its five calls: get, set, add,
--- incr(key, by, init, init_ttl), delete; oktadpop.core.memory_store() has them too).
-local function store_call(store, a)
-  local op = a.op
-  if op == "incr" then return (store:incr(a.key, a.value, 0, a.ttl)) end
-  if op == "get" then return (store:get(a.key)) end
-  return (store[op](store, a.key, a.value, a.ttl))
+local function sleep(seconds)
+  ngx.sleep(seconds)
+  ngx.update_time()
 end
 
-local Client = {}
-Client.__index = Client
-
-local function log_lines(self, lines)
-  if not lines or not self.debug then return end
-  for i = 1, #lines do
-    if type(self.debug) == "function" then pcall(self.debug, lines[i]) else ngx.log(ngx.INFO, "oktadpop: ", lines[i]) end
-  end
-end
-
--- Raised inside loop when the batch it runs for has failed: the operation is given up at its
--- next wait instead of waiting out pacing it no longer needs.
-local CANCELLED = setmetatable({}, {__tostring = function() return "cancelled" end})
-
-local function loop(self, op, batch)
-  local step, now, transport, store = op.step, ngx.now, self.transport, self.store
-  local action = step(op, nil, now())
-  while true do
-    log_lines(self, action.log)
-    local kind = action.action
-    if kind == "send" then
-      action = step(op, transport(action), now())
-    elseif kind == "store" then
-      action = step(op, store_call(store, action), now())
-    elseif kind == "sleep" then
-      if batch and batch.failure then error(CANCELLED, 0) end
-      ngx.sleep(action.seconds)
-      ngx.update_time()
-      action = step(op, nil, now())
-    else
-      return action -- items, done or fail
-    end
-  end
-end
-
--- Runs an operation to its next items, done or fail action. If anything raises on the way,
--- what the operation holds (a concurrency slot, the token lock) is given back first.
-function Client:_run(op, batch)
-  if self.closed then return {action = "fail", error = core.error("config", "the client is closed")} end
-  local ok, action = pcall(loop, self, op, batch)
-  if ok then return action end
-  for _, a in pairs(op:abort()) do pcall(store_call, self.store, a) end
-  if action == CANCELLED then return {action = "fail", error = core.error("config", "cancelled: the batch failed")} end
-  error(action, 0)
-end
-
-local function op_or_error(op, err)
-  if not op then return nil, err end
-  return op
-end
-
-function Client:token(force)
-  local op, err = op_or_error(self.session:token_operation(force))
-  if not op then return nil, err end
-  local done = self:_run(op)
-  if done.action == "fail" then return nil, done.error end
-  return done.token, done.info
-end
-
--- A request; `batch` (internal) is the batch it runs for, whose failure cancels its waits.
-local function request(self, method, path, opts, batch)
-  local op, err = op_or_error(self.session:operation(method, path, opts))
-  if not op then return nil, err end
-  local done = self:_run(op, batch)
-  if done.action == "fail" then return nil, done.error end
-  return done.response
-end
-
-function Client:request(method, path, opts) return request(self, method, path, opts) end
-
--- The answer for a response is the libcurl driver's, from the same core function.
-local function call(self, method, path, opts)
-  local res, err = self:request(method, path, opts)
-  if not res then return nil, err end
-  return core.result(res)
-end
-
-function Client:get(path, query) return call(self, "GET", path, {query = query}) end
-function Client:delete(path, query) return call(self, "DELETE", path, {query = query}) end
-function Client:post(path, body, query) return call(self, "POST", path, {body = body, query = query}) end
-function Client:put(path, body, query) return call(self, "PUT", path, {body = body, query = query}) end
-function Client:patch(path, body, query) return call(self, "PATCH", path, {body = body, query = query}) end
-
--- An iterator over the items of a pages or poll operation; raises the error (err.next says
--- where to resume).
-local function items_of(self, op, err)
-  if not op then error(err, 3) end
-  local page, i = nil, 0
-  return function()
-    while true do
-      if page and i < #page then
-        i = i + 1
-        return page[i]
-      end
-      if not op then return nil end
-      page = nil
-      local action = self:_run(op)
-      if action.action ~= "items" then
-        op = nil
-        if action.action == "fail" then error(action.error, 2) end
-        return nil
-      end
-      page, i = action.items, 0
-    end
-  end
-end
-
-function Client:paginate(path, query, opts) return items_of(self, self.session:pages(path, query, opts)) end
-function Client:poll(path, opts) return items_of(self, self.session:poll(path, opts)) end
-
--- batch(requests [, {concurrency=, request=fn, on_result=fn}]) -> results, failed, or with
--- on_result the counts of successes and failures (nothing kept: memory stays flat). Light
--- threads run the requests through the same core. A callback (request, on_result, or the
--- requests iterator) that raises ends the batch with that error once every request in flight
--- has finished or given up, each having given back what it held.
-function Client:batch(requests, opts)
-  opts = opts or {}
-  local conc = opts.concurrency or self.session.max_concurrency
-  if type(conc) ~= "number" or conc < 1 or conc > self.session.max_concurrency then
-    return nil, core.error("config", "concurrency must be a number from 1 to max_concurrency")
-  end
-  local results, failed, index, list = {}, {}, 0, type(requests) == "table"
-  local counts, batch = {ok = 0, failed = 0}, {}
-  local function next_input()
-    local input
-    if list then input = requests[index + 1] else input = requests() end
-    if input ~= nil then index = index + 1 end
-    return input, index
-  end
-  local function record(result)
-    if opts.on_result then
-      counts[result.ok and "ok" or "failed"] = counts[result.ok and "ok" or "failed"] + 1
-      opts.on_result(result)
-    else
-      results[result.index] = result
-      if not result.ok then failed[#failed + 1] = result end
-    end
-  end
-  local function one(input, i)
-    local spec = opts.request and opts.request(input) or input
-    if type(spec) == "string" then spec = {path = spec} end
-    local result = {index = i, input = input, request = spec}
-    local body, err, res
-    if type(spec) ~= "table" or type(spec.path) ~= "string" then
-      err = core.error("config", "a batch request needs path (a string) and method (a string, default GET)")
-    else
-      body, err, res = request(self, spec.method or "GET", spec.path,
-                               {query = spec.query, body = spec.body, headers = spec.headers}, batch)
-      if body then body, err, res = core.result(body) end
-    end
-    if batch.failure then return end -- the batch failed while this one was in flight
-    result.ok = body ~= nil
-    if body ~= nil then result.body, result.res = body, err else result.error, result.res = err, res end
-    record(result)
-  end
-  local function worker()
-    while not batch.failure do
-      local ok, err = pcall(function()
-        local input, i = next_input()
-        if input == nil then return true end
-        one(input, i)
-      end)
-      if not ok then batch.failure = batch.failure or {err}; return end
-      if err == true then return end
-    end
-  end
-  local threads = {}
-  for t = 1, conc do threads[t] = ngx.thread.spawn(worker) end
-  for t = 1, #threads do
-    local ok, err = ngx.thread.wait(threads[t])
-    if not ok then batch.failure = batch.failure or {err} end
-  end
-  if batch.failure then error(batch.failure[1], 0) end
-  if opts.on_result then return counts.ok, counts.failed end
-  return results, failed
-end
-
-function Client:close()
-  self.closed = true
-  self.session:close()
-end
-
-function Client:__tostring()
-  return "oktadpop.resty " .. tostring(self.session)
-end
-
-local NAMESPACES = {users = true, groups = true, apps = true, factors = true, logs = true}
-
-function Client:__index(k)
-  local m = Client[k]
-  if m ~= nil then return m end
-  if NAMESPACES[k] then -- oktadpop.admin's helpers, bound to this client
-    local ns = require("oktadpop.admin").namespace(self, k)
-    rawset(self, k, ns)
-    return ns
-  end
-  local v = self.session[k] -- org_url, client_id, scopes, stats, ...
-  if type(v) ~= "function" then return v end
-end
+local function log_line(line) ngx.log(ngx.INFO, "oktadpop: ", line) end
 
 --- A client inside nginx: resty.new(config) -> client | nil, err. config is oktadpop.new's, plus
 -- shared_dict (a lua_shared_dict name: the token, its lock, the concurrency and rate-limit
@@ -254,13 +52,12 @@ function _M.new(config)
   end
   local session, warnings = core.session(config, DRIVER_OPTIONS)
   if not session then return nil, warnings end
-  local self = setmetatable({
-    session = session,
-    store = store or core.memory_store(),
-    transport = config.transport or http.transport(session),
-    debug = config.debug or session.debug,
-  }, Client)
-  log_lines(self, warnings)
+  local driver = {transport = config.transport or http.transport(session), sleep = sleep, now = ngx.now,
+                  spawn = ngx.thread.spawn, wait = ngx.thread.wait, log = log_line}
+  local debug = config.debug
+  if type(debug) ~= "function" then debug = session.debug end
+  local self = client.new(session, store or core.memory_store(), driver, debug)
+  client.log_lines(self, warnings)
   return self
 end
 

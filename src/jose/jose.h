@@ -1,0 +1,97 @@
+/* jose.h: keys (EVP_PKEY userdata, JWK, PEM, thumbprints), compact JWS signing and
+ * verification, DPoP proofs and client assertions: what the core signs with and the guard
+ * verifies with. Above the Lua basics (lua/oktadpop.h) and the pure helpers; below the core. */
+#ifndef OKTADPOP_JOSE_H
+#define OKTADPOP_JOSE_H
+
+#include <openssl/evp.h>
+#include "lua/oktadpop.h"
+
+#define OK_KEY_MT "oktadpop.key"
+
+/* ---- keys.c: EVP_PKEY userdata, JWK, PEM, thumbprints ---- */
+enum ok_alg { OK_RS256, OK_RS384, OK_RS512, OK_ES256, OK_ES384, OK_ES512, OK_ALG_COUNT };
+typedef struct ok_key {
+  EVP_PKEY *pkey;
+  int is_private;
+  enum ok_alg alg;
+  char *kid;           /* NULL when none */
+  char *jwk_canon;     /* RFC 7638 canonical public JWK JSON */
+  char *thumbprint;    /* base64url SHA-256 of jwk_canon */
+  char *dpop_header;   /* base64url of the DPoP protected header, made on first use */
+  EVP_PKEY_CTX *sign_ctx; /* set up once for EVP_PKEY_sign: no per-signature fetches */
+  EVP_MD_CTX *md_ctx;     /* reused for hashing the signing input: no allocation per proof */
+} ok_key;
+
+const char *ok_alg_name(enum ok_alg alg);
+int ok_alg_from_name(const char *name);       /* -1 when unknown */
+int ok_alg_is_ec(enum ok_alg alg);
+const EVP_MD *ok_alg_md(enum ok_alg alg);
+/* SHA-256/384/512 fetched once per process (OpenSSL 3 fetches a legacy EVP_sha256() on every use). */
+EVP_MD *ok_md_fetched(enum ok_alg alg);
+/* SHA-256 of data into out[32] with the fetched digest. */
+int ok_sha256(const void *data, size_t n, unsigned char out[32]);
+size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
+ok_key *ok_key_check(lua_State *L, int idx);
+/* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
+int ok_key_load(lua_State *L, int idx, int optidx);
+/* When the load_key source at idx names a file: its permission bits (st_mode & 07777), else -1. */
+int ok_key_file_mode(lua_State *L, int idx);
+void ok_keys_open(lua_State *L);
+int ok_key_loadkey(lua_State *L);
+int ok_key_generate(lua_State *L);
+/* Pushes a freshly generated key (bits for RSA only), or nil, err. */
+int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid);
+
+/* ---- jws.c: compact JWS signing and verification ---- */
+/* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts, or nil, err. */
+int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
+                const char *payload_json, size_t plen);
+/* Verifies sig over signing input with key; 1 when valid. Leaves the error queue clear. */
+int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t ilen,
+                      const unsigned char *sig, size_t slen);
+/* Splits and decodes a compact JWS; on success pushes header, claims and returns 2; else nil, err. */
+int ok_jws_decode(lua_State *L, const char *jwt, size_t len);
+/* What a verification checks beyond the signature (see verify_jwt). */
+#define OK_MAX_TIME 253402300799.0 /* 9999-12-31: times past this are refused before any cast */
+typedef struct ok_verify {
+  double now, leeway;
+  const char *issuer, *audience, *subject, *typ, *code; /* code: the OAuth error a failure carries */
+  size_t issuer_len, audience_len, subject_len;
+} ok_verify;
+/* Reads verify_jwt's options at optidx (0: none); 1, or 0 with nil, err. */
+int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v);
+/* Verifies the JWT at idx against key; on success leaves header, claims pushed and returns 0;
+ * else pushes nil, err (kind "verify", err.check naming the check) and returns 2. */
+int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v);
+/* Pushes nil and a verification error; returns 2. */
+int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg);
+/* Field name of the table at tidx is exactly want (wlen bytes: an embedded NUL counts). */
+int ok_jws_field_is(lua_State *L, int tidx, const char *name, const char *want, size_t wlen);
+/* The header's typ is want, compared as media types are (case-insensitively). */
+int ok_jws_typ_is(lua_State *L, int hidx, const char *want);
+int ok_jws_sign_jwt(lua_State *L);
+int ok_jws_decode_jwt(lua_State *L);
+int ok_jws_verify_jwt(lua_State *L);
+/* Fills buf (>= 23 bytes) with a base64url jti of 128 random bits; returns its length. */
+size_t ok_new_jti(char *buf);
+
+/* ---- dpop.c: DPoP proofs, client assertions, proof verification ---- */
+int ok_dpop_proof(lua_State *L);
+int ok_dpop_ath(lua_State *L);
+int ok_random(lua_State *L);
+int ok_escape(lua_State *L);
+int ok_dpop_verify(lua_State *L);
+int ok_client_assertion(lua_State *L);
+int ok_htu(lua_State *L);
+/* Pushes a DPoP proof for a request to Okta (the htu in Okta's form, ok_htu_okta) for key
+ * (nonce/ath may be NULL) with the given iat, or nil, err. */
+int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
+                 const char *nonce, const char *ath, long long iat);
+/* base64url(SHA-256(token)) into out[44], NUL-terminated. */
+void ok_ath_of(const char *token, size_t n, char out[44]);
+/* Pushes a client assertion, or nil, err. */
+int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
+                      long long iat, long long lifetime);
+
+#endif

@@ -1,0 +1,100 @@
+/* errors.c: error objects: tables {kind=, message=, ...} (see the README for every field) with a
+ * __tostring that never shows more than the message and the request id; OpenSSL's error queue
+ * turned into messages. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <openssl/err.h>
+#include "lua/oktadpop.h"
+
+static void push_errorv(lua_State *L, const char *kind, const char *fmt, va_list ap) {
+  char msg[1024]; /* C printf formats, checked by the compiler; long messages are cut */
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, OK_ERROR_MT);
+}
+
+int ok_error_push(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_errorv(L, kind, fmt, ap);
+  va_end(ap);
+  return 1;
+}
+
+int ok_fail(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  va_start(ap, fmt);
+  push_errorv(L, kind, fmt, ap);
+  va_end(ap);
+  return 2;
+}
+
+int ok_fail_ssl(lua_State *L, const char *kind, const char *what) {
+  char reason[256] = "";
+  unsigned long code = ERR_peek_error();
+  if (code) ERR_error_string_n(code, reason, sizeof reason);
+  /* OpenSSL messages name the failing routine, never key bytes, so they are safe to show. */
+  ERR_clear_error();
+  if (*reason) return ok_fail(L, kind, "%s (%s)", what, reason);
+  return ok_fail(L, kind, "%s", what);
+}
+
+void ok_error_setstr(lua_State *L, const char *name, const char *value) {
+  if (!value) return;
+  lua_pushstring(L, value);
+  lua_setfield(L, -2, name);
+}
+
+void ok_error_setint(lua_State *L, const char *name, lua_Integer value) {
+  lua_pushinteger(L, value);
+  lua_setfield(L, -2, name);
+}
+
+/* "oktadpop http error: GET https://org/api/v1/users/x: HTTP 404 E0000007: Not found ...
+ * (request abc)": the message says status and code already; only what it lacks is added. */
+static int error_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "kind");
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "request_id");
+  lua_getfield(L, 1, "retry_after");
+  lua_getfield(L, 1, "code");
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "oktadpop ");
+  luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "unknown");
+  luaL_addstring(&b, " error: ");
+  luaL_addstring(&b, lua_isstring(L, 3) ? lua_tostring(L, 3) : "");
+  if (lua_isstring(L, 6) && !(lua_isstring(L, 3) && strstr(lua_tostring(L, 3), lua_tostring(L, 6)))) {
+    luaL_addstring(&b, " (");
+    luaL_addstring(&b, lua_tostring(L, 6));
+    luaL_addchar(&b, ')');
+  }
+  if (lua_isstring(L, 4)) { luaL_addstring(&b, " (request "); luaL_addstring(&b, lua_tostring(L, 4)); luaL_addchar(&b, ')'); }
+  if (lua_isstring(L, 5)) { luaL_addstring(&b, " (retry after "); luaL_addstring(&b, lua_tostring(L, 5)); luaL_addstring(&b, " s)"); }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+void ok_errors_open(lua_State *L) {
+  if (luaL_newmetatable(L, OK_ERROR_MT)) {
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "oktadpop.error");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+}
+
+int ok_keep(lua_State *L, int base, int n) {
+  int top = lua_gettop(L);
+  for (int i = 1; i <= n; i++) lua_copy(L, top - n + i, base + i); /* targets never pass sources */
+  lua_settop(L, base + n);
+  return n;
+}
