@@ -1,12 +1,12 @@
-/* core.c: the core's face for drivers (oktadpop.core): session objects and the operations
- * they make, the response-to-result rule and error objects. Every driver (the libcurl one in
- * client.c, the cosocket one in oktadpop/resty.lua) builds its calls from these, so a rule
- * lives here once. Part of the core: no I/O. */
+/* core_lua.c: the core's Lua face (oktadpop.core) for drivers: session objects and the
+ * operations they make (op:step, op:abort), the response-to-result rule and error objects.
+ * Both drivers (lua/oktadpop/curl.lua and lua/oktadpop/resty.lua) run the one client surface
+ * (lua/oktadpop/client.lua) over these, so a rule lives in the core once. */
 /*** @module oktadpop */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "core/core.h"
+#include "binding/binding.h"
 
 /* Checks (method, path, {query=, body=, headers=} at oidx) and pushes an operation of kind. */
 static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int pidx, int oidx) {
@@ -179,26 +179,33 @@ static int core_error(lua_State *L) {
   return ok_error_push(L, kind, "%s", msg);
 }
 
-void ok_session_open(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"operation", session_operation}, {"token_operation", session_token_operation}, {"pages", session_pages},
-      {"poll", session_poll}, {"close", session_close}, {NULL, NULL}};
-  if (!luaL_newmetatable(L, OK_SESSION_MT)) { lua_pop(L, 1); return; }
-  lua_pushcfunction(L, ok_session_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, session_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, session_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+/*** op:step([input], now) -> action
+ * @function op:step
+ */
+static int op_step(lua_State *L) {
+  luaL_checkudata(L, 1, OK_OP_MT);
+  return ok_op_step(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, luaL_checknumber(L, 3));
+}
+
+/*** op:abort() -> list of store actions giving back what the operation holds
+ * @function op:abort
+ */
+static int op_abort(lua_State *L) {
+  luaL_checkudata(L, 1, OK_OP_MT);
+  return ok_op_abort(L, 1);
 }
 
 void ok_core_open(lua_State *L) {
+  static const luaL_Reg session_methods[] = {
+      {"operation", session_operation}, {"token_operation", session_token_operation}, {"pages", session_pages},
+      {"poll", session_poll}, {"close", session_close}, {NULL, NULL}};
+  static const luaL_Reg session_meta[] = {
+      {"__gc", ok_session_gc}, {"__tostring", session_tostring}, {"__index", session_index}, {NULL, NULL}};
+  static const luaL_Reg op_methods[] = {{"step", op_step}, {"abort", op_abort}, {NULL, NULL}};
+  static const luaL_Reg op_meta[] = {{"__gc", ok_op_gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"result", core_result}, {"error", core_error}, {NULL, NULL}};
-  ok_session_open(L);
-  ok_op_open(L);
+  ok_class(L, OK_SESSION_MT, session_methods, session_meta);
+  ok_class(L, OK_OP_MT, op_methods, op_meta);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
 }

@@ -73,7 +73,6 @@ void ok_session_push_state(lua_State *L, ok_session *s);
 int ok_session_adopt_state(lua_State *L, ok_session *s, int idx, double now, const char *rejected);
 ok_bucket *ok_session_bucket(ok_session *s, const char *name);
 int ok_session_gc(lua_State *L);
-void ok_session_open(lua_State *L);
 
 /* ---- request.c: requests as they go on the wire ---- */
 /* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
@@ -105,7 +104,7 @@ double ok_result_rate_wait(lua_State *L, int hidx, double server_now);
 /* A response header (lower-case name) of the table at hidx as a C string, or NULL. */
 const char *ok_header(lua_State *L, int hidx, const char *name);
 
-/* ---- operation.c: the operation state machine ---- */
+/* ---- operation.c, oplife.c: the operation state machine (op.h has its parts) ---- */
 enum ok_op_kind { OK_OP_TOKEN, OK_OP_CALL, OK_OP_PAGES, OK_OP_POLL };
 /* Pushes a new operation of session at sidx. For calls and pages: method, url (absolute,
  * checked), and the headers and body at hidx, bidx (0: none). */
@@ -123,9 +122,7 @@ int ok_op_abort(lua_State *L, int opidx);
 int ok_op_page_options(lua_State *L, int opidx, int idx);
 /* The names of those options (poll's other keys are its query). */
 extern const char *const ok_page_option_names[];
-void ok_op_open(lua_State *L);
-
-/* ---- the core table, oktadpop.core, for drivers ---- */
-void ok_core_open(lua_State *L);
+/* The operation's __gc: frees its strings; safe on a freed one. */
+int ok_op_gc(lua_State *L);
 
 #endif

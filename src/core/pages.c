@@ -6,7 +6,7 @@
  *   poll      never on an empty page: it sleeps `interval` and asks the same link again, until
  *             max_items, max_pages or duration is reached or the caller stops.
  * A failure says where to resume: err.next is the page not yet handed out, so a resumed walk
- * loses no item and repeats none. Part of the core: no I/O. */
+ * loses no item and repeats none. Each rule decides; operation.c acts. Part of the core: no I/O. */
 #include <string.h>
 #include "core/op.h"
 
@@ -31,14 +31,15 @@ static void set_error(ok_ctx *c, int ridx) {
   lua_setfield(L, ridx, "error");
 }
 
-static int done(ok_ctx *c) {
+static int done(ok_ctx *c, ok_decision *d) {
   lua_State *L = c->L;
   lua_createtable(L, 0, 4);
   lua_pushliteral(L, "done"); lua_setfield(L, -2, "action");
-  lua_pushnumber(L, c->op->pages); lua_setfield(L, -2, "pages");
-  lua_pushnumber(L, c->op->items); lua_setfield(L, -2, "items");
+  lua_pushnumber(L, c->op->walk.pages); lua_setfield(L, -2, "pages");
+  lua_pushnumber(L, c->op->walk.items); lua_setfield(L, -2, "items");
   if (c->op->next) { lua_pushstring(L, c->op->next); lua_setfield(L, -2, "next"); }
-  return ok_op_emit(c, PH_END);
+  d->phase = PH_END;
+  return ok_decide(d, NEXT_EMIT);
 }
 
 /* The page's list: a JSON array (cjson gives a table whose keys are 1..n). */
@@ -51,14 +52,14 @@ static int is_list(lua_State *L, int idx) {
   return lua_rawlen(L, idx) > 0;
 }
 
-/* The next link, checked to be on the org's origin; 0 with nil, err pushed when refused. */
+/* The next link, checked to be on the org's origin; 0 with an error pushed when refused. */
 static int take_next(ok_ctx *c, int ridx) {
   lua_State *L = c->L;
   lua_getfield(L, ridx, "next");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); ok_op_set_str(&c->op->next, NULL); return 1; }
   if (ok_request_url(L, c->s, lua_tostring(L, -1), 0) != 1) {
     lua_getfield(L, -1, "message");
-    ok_fail(L, "config", "the next link was refused: %s", lua_tostring(L, -1));
+    ok_error_push(L, "config", "the next link was refused: %s", lua_tostring(L, -1));
     return 0;
   }
   ok_op_set_str(&c->op->next, lua_tostring(L, -1));
@@ -94,28 +95,41 @@ static int visited(ok_ctx *c, const char *url, int record) {
     lua_pop(L, 1);
   }
   if (!record || seen) return seen;
-  if (c->op->kind == OK_OP_POLL && c->op->visited_count >= OK_POLL_VISITED) { /* a new generation */
+  if (c->op->kind == OK_OP_POLL && c->op->walk.visited >= OK_POLL_VISITED) { /* a new generation */
     ok_op_uv_get(c, "visited");
     ok_op_uv_set(c, "visited_before");
     lua_pushnil(L);
     ok_op_uv_set(c, "visited");
-    c->op->visited_count = 0;
+    c->op->walk.visited = 0;
   }
-  ok_op_uv_list(c, "visited");
+  ok_op_uv_table(c, "visited");
   lua_pushlstring(L, (const char *)md, 12);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  c->op->visited_count++;
+  c->op->walk.visited++;
   return 0;
 }
 
 static int poll_over(ok_ctx *c, double at) {
   ok_op *op = c->op;
-  return op->items >= op->max_items || op->pages >= op->max_pages || at >= op->stop_at;
+  return op->walk.items >= op->walk.max_items || op->walk.pages >= op->walk.max_pages || at >= op->walk.stop_at;
 }
 
-int ok_pages_answer(ok_ctx *c, int ridx) {
+/* Pushes {action="items", items=, url=, next=} for the page (its list on top). */
+static int items(ok_ctx *c, ok_decision *d) {
+  lua_State *L = c->L;
+  ok_op *op = c->op;
+  lua_createtable(L, 0, 4);
+  lua_pushliteral(L, "items"); lua_setfield(L, -2, "action");
+  lua_pushvalue(L, -2); lua_setfield(L, -2, "items");
+  lua_pushstring(L, op->url); lua_setfield(L, -2, "url");
+  if (op->next) { lua_pushstring(L, op->next); lua_setfield(L, -2, "next"); }
+  d->phase = PH_ITEMS;
+  return ok_decide(d, NEXT_EMIT);
+}
+
+int ok_pages_answer(ok_ctx *c, int ridx, ok_decision *d) {
   lua_State *L = c->L;
   ok_op *op = c->op;
   size_t n;
@@ -124,51 +138,55 @@ int ok_pages_answer(ok_ctx *c, int ridx) {
     lua_createtable(L, 0, 2);
     lua_pushliteral(L, "done"); lua_setfield(L, -2, "action");
     lua_pushvalue(L, ridx); lua_setfield(L, -2, "response");
-    return ok_op_emit(c, PH_END);
+    d->phase = PH_END;
+    return ok_decide(d, NEXT_EMIT);
   }
   lua_getfield(L, ridx, "error");
-  if (!lua_isnil(L, -1)) return ok_op_emit_fail(c);
+  if (!lua_isnil(L, -1)) return ok_decide(d, NEXT_FAIL);
   lua_getfield(L, ridx, "body");
   if (!is_list(L, -1)) {
     ok_error_push(L, "json", "%s %s: the page is not a JSON array", op->method, op->url);
-    return ok_op_emit_fail(c);
+    return ok_decide(d, NEXT_FAIL);
   }
-  if (!take_next(c, ridx)) return ok_op_fail_pushed(c);
+  if (!take_next(c, ridx)) return ok_decide(d, NEXT_FAIL);
   n = lua_rawlen(L, -1);
-  op->pages++;
-  op->items += (double)n;
+  op->walk.pages++;
+  op->walk.items += (double)n;
   if (n > 0) {
     visited(c, op->url, 1);
-    lua_createtable(L, 0, 4);
-    lua_pushliteral(L, "items"); lua_setfield(L, -2, "action");
-    lua_pushvalue(L, -2); lua_setfield(L, -2, "items");
-    lua_pushstring(L, op->url); lua_setfield(L, -2, "url");
-    if (op->next) { lua_pushstring(L, op->next); lua_setfield(L, -2, "next"); }
-    return ok_op_emit(c, PH_ITEMS);
+    return items(c, d);
   }
-  if (op->kind == OK_OP_PAGES || poll_over(c, c->now + op->interval)) return done(c);
+  if (op->kind == OK_OP_PAGES || poll_over(c, c->now + op->walk.interval)) return done(c, d);
   move_to(c, op->next ? op->next : op->url);
-  ok_op_log(c, "no new items: polling again in %.1f s", op->interval);
-  return ok_op_emit_sleep(c, op->interval);
+  ok_op_log(c, "no new items: polling again in %.1f s", op->walk.interval);
+  return ok_decide_sleep(d, op->walk.interval, "poll");
 }
 
 /* Ends the walk with an error of kind "limit" whose err.next is the page not handed out. */
-static int stop_at_next(ok_ctx *c, const char *fmt, double n) {
+static int stop_at_next(ok_ctx *c, const char *fmt, double n, ok_decision *d) {
   ok_error_push(c->L, "limit", fmt, n, c->op->next);
   lua_pushstring(c->L, c->op->next);
   lua_setfield(c->L, -2, "next");
-  return ok_op_emit_fail(c);
+  return ok_decide(d, NEXT_FAIL);
 }
 
-int ok_pages_after_items(ok_ctx *c) {
+int ok_pages_after_items(ok_ctx *c, ok_decision *d) {
   ok_op *op = c->op;
-  if (op->kind == OK_OP_POLL && poll_over(c, c->now)) return done(c);
-  if (!op->next && op->kind == OK_OP_PAGES) return done(c);
+  if (op->kind == OK_OP_POLL && poll_over(c, c->now)) return done(c, d);
+  if (!op->next && op->kind == OK_OP_PAGES) return done(c, d);
   if (op->next && visited(c, op->next, 0))
     return stop_at_next(c, "stopped after %.0f pages: the server's next link (%s) returns to a page this walk has "
-                        "already handed out", op->pages);
-  if (op->kind == OK_OP_PAGES && op->pages >= op->max_pages)
-    return stop_at_next(c, "stopped after max_pages (%.0f) pages: resume from err.next (%s)", op->max_pages);
+                        "already handed out", op->walk.pages, d);
+  if (op->kind == OK_OP_PAGES && op->walk.pages >= op->walk.max_pages)
+    return stop_at_next(c, "stopped after max_pages (%.0f) pages: resume from err.next (%s)", op->walk.max_pages, d);
   move_to(c, op->next ? op->next : op->url);
-  return ok_op_advance(c);
+  return ok_decide(d, NEXT_DECIDE);
+}
+
+void ok_pages_resume_point(ok_ctx *c) {
+  lua_State *L = c->L;
+  if ((c->op->kind != OK_OP_PAGES && c->op->kind != OK_OP_POLL) || !c->op->url) return;
+  lua_getfield(L, -1, "next"); /* where to resume: the page not yet handed out */
+  if (lua_isnil(L, -1)) { lua_pushstring(L, c->op->url); lua_setfield(L, -3, "next"); }
+  lua_pop(L, 1);
 }
