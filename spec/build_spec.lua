@@ -155,6 +155,29 @@ describe("the build", function()
     end
   end)
 
+  it("lists every C source and Lua module in both rockspecs", function()
+    local sources = {}
+    for f in sh("ls src/*/*.c"):gmatch("%S+") do sources[#sources + 1] = f end
+    local modules = {}
+    for f in sh("find lua -name '*.lua' | sort"):gmatch("%S+") do modules[#modules + 1] = f end
+    for _, rockspec in ipairs({"oktadpop-scm-1.rockspec", "oktadpop-0.1.0-1.rockspec"}) do
+      local env = {}
+      assert(load(util.readfile(rockspec), rockspec, "t", env))()
+      local listed = env.build.modules.oktadpop.sources
+      table.sort(listed)
+      assert.same(sources, listed, rockspec)
+      local lua_files = {}
+      for name, file in pairs(env.build.modules) do
+        if type(file) == "string" then
+          assert.equal("lua/" .. name:gsub("%.", "/") .. ".lua", file)
+          lua_files[#lua_files + 1] = file
+        end
+      end
+      table.sort(lua_files)
+      assert.same(modules, lua_files, rockspec)
+    end
+  end)
+
   it("makes a release: the tarball of HEAD, and a rock luarocks builds offline from it", function()
     local version = sh("sed -n 's/^#define OKTADPOP_VERSION \"\\(.*\\)\"$/\\1/p' src/lua/oktadpop.h"):gsub("%s+$", "")
     local name = "oktadpop-" .. version

@@ -81,23 +81,23 @@ int ok_setup_session(lua_State *L, int cfg, const char *const *drop) {
   cfg = lua_absindex(L, cfg);
   if (!ok_opt_string(L, cfg, "ca_file", &ca_file, NULL) || !ok_opt_string(L, cfg, "kid", &kid, NULL) ||
       !ok_opt_string(L, cfg, "passphrase", &pass, NULL))
-    return 2;
+    return 0;
   lua_getfield(L, cfg, "debug");
   if (!lua_isnil(L, -1) && !lua_isboolean(L, -1) && !lua_isfunction(L, -1))
-    return ok_fail(L, "config", "debug must be a function(line) or a boolean");
+    return ok_fail(L, "config", "debug must be a function(line) or a boolean"), 0;
   lua_pop(L, 1);
-  if (ca_file && access(ca_file, R_OK) != 0) return ok_fail(L, "config", "ca_file %s cannot be read: %s", ca_file, strerror(errno));
+  if (ca_file && access(ca_file, R_OK) != 0) return ok_fail(L, "config", "ca_file %s cannot be read: %s", ca_file, strerror(errno)), 0;
   copy_config(L, cfg, drop);
   out = lua_gettop(L);
   lua_pushboolean(L, setup_debug(L, cfg));
   lua_setfield(L, out, "debug");
-  if (!load_key_field(L, cfg, out, "private_key", 1) || !load_key_field(L, cfg, out, "dpop_key", 0)) return 2;
-  if (ok_session_create(L, out) != 1) return 2;
+  if (!load_key_field(L, cfg, out, "private_key", 1) || !load_key_field(L, cfg, out, "dpop_key", 0)) return 0;
+  if (!ok_session_create(L, out)) return 0;
   lua_newtable(L);
   warnings = lua_gettop(L);
   mode_warning(L, cfg, warnings, "private_key");
   mode_warning(L, cfg, warnings, "dpop_key");
-  return 2;
+  return 1;
 }
 
 /* ---- from_env ---- */
@@ -184,7 +184,8 @@ static int core_session(lua_State *L) {
     for (n = 0; n < 15 && lua_rawgeti(L, 2, n + 1) == LUA_TSTRING; n++) drop[n] = lua_tostring(L, -1);
   }
   drop[n] = NULL;
-  return ok_setup_session(L, 1, drop);
+  ok_setup_session(L, 1, drop); /* session, warnings; or nil, err */
+  return 2;
 }
 
 /*** oktadpop.core.env_config([dotenv_path]) -> config | nil, err: what from_env reads (the

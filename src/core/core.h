@@ -49,7 +49,7 @@ typedef struct ok_session {
   unsigned long token_requests, api_requests, rate_waits, retries;
 } ok_session;
 
-/* Pushes a session for the config at cfgidx, or nil, err. */
+/* Pushes a session for the config at cfgidx and returns 1; or pushes nil, err and returns 0. */
 int ok_session_create(lua_State *L, int cfgidx);
 ok_session *ok_session_check(lua_State *L, int idx);
 /* The session at idx, or NULL (nil, err pushed) when it is closed or a key was freed. */
@@ -75,7 +75,8 @@ ok_bucket *ok_session_bucket(ok_session *s, const char *name);
 int ok_session_gc(lua_State *L);
 
 /* ---- request.c: requests as they go on the wire ---- */
-/* Builds the absolute URL for path (+ query table at qidx, 0: none); pushes it or nil, err. */
+/* Builds the absolute URL for path (+ query table at qidx, 0: none): pushes it and returns 1,
+ * or pushes nil, err and returns 0. */
 int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx);
 /* Checks a method (upper-cases it into m[16]); returns NULL or why it is refused. */
 const char *ok_request_method(const char *method, size_t len, char m[16]);

@@ -111,14 +111,14 @@ static int add_absolute(lua_State *L, luaL_Buffer *b, ok_session *s, const char 
 
 /* A path with a dot segment is refused before anything is signed or sent: libcurl, a proxy or
  * the server would remove it, and the request would reach another resource than the one the
- * caller named (factors/.. is the user itself). Returns 1, or 2 with nil, err (url on top). */
+ * caller named (factors/.. is the user itself). Returns 1, or 0 with nil, err pushed. */
 static int refuse_dot_segment(lua_State *L, const char *url) {
   const char *path = ok_url_path(url), *seg;
   size_t n = 0, shown;
   if (!path || !(seg = ok_path_dot_segment(path, strlen(path), &n))) return 1;
   shown = strcspn(path, "?#"); /* the path alone: a query is the caller's data */
   return ok_fail(L, "config", "refusing a path with a dot segment (\"%.*s\" in %.*s): it would reach another "
-                 "resource; ids are data, never paths", (int)(n > 60 ? 60 : n), seg, (int)(shown > 300 ? 300 : shown), path);
+                 "resource; ids are data, never paths", (int)(n > 60 ? 60 : n), seg, (int)(shown > 300 ? 300 : shown), path), 0;
 }
 
 int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx) {
@@ -128,22 +128,22 @@ int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx) {
   char *norm;
   if (qidx) qidx = lua_absindex(L, qidx);
   for (const char *p = path; *p; p++)
-    if ((unsigned char)*p <= 0x20 || *p == 0x7f) return ok_fail(L, "config", "path contains a space or control character: encode it");
+    if ((unsigned char)*p <= 0x20 || *p == 0x7f) return ok_fail(L, "config", "path contains a space or control character: encode it"), 0;
   if (qidx && !lua_isnil(L, qidx)) {
-    if (!lua_istable(L, qidx)) return ok_fail(L, "config", "query must be a table");
-    if (!push_query(L, qidx)) return 2;
+    if (!lua_istable(L, qidx)) return ok_fail(L, "config", "query must be a table"), 0;
+    if (!push_query(L, qidx)) return 0;
     query = lua_gettop(L);
   }
   if (path[0] != '/' && strncasecmp(path, "https://", 8) != 0 && strncasecmp(path, "http://", 7) != 0)
     return ok_fail(L, "config", "path must start with / (e.g. /api/v1/users), or be a URL on %s: got \"%s\"",
-                   s->cfg.org_origin, path);
-  if (path[0] == '/' && path[1] == '/') return ok_fail(L, "config", "path must not start with //");
+                   s->cfg.org_origin, path), 0;
+  if (path[0] == '/' && path[1] == '/') return ok_fail(L, "config", "path must not start with //"), 0;
   luaL_buffinit(L, &b);
   if (path[0] == '/') {
     luaL_addstring(&b, s->cfg.org_origin);
     luaL_addstring(&b, path);
   } else if (!add_absolute(L, &b, s, path)) {
-    return 2;
+    return 0;
   }
   if (query && lua_rawlen(L, query) > 0) {
     luaL_addchar(&b, strchr(path, '?') ? '&' : '?');
@@ -153,7 +153,7 @@ int ok_request_url(lua_State *L, ok_session *s, const char *path, int qidx) {
   luaL_pushresult(&b);
   if (query) lua_remove(L, query);
   if (!(norm = ok_htu_normalize(lua_tostring(L, -1), lua_rawlen(L, -1), &why))) /* bad escapes fail now */
-    return ok_fail(L, "config", "invalid URL: %s", why);
+    return ok_fail(L, "config", "invalid URL: %s", why), 0;
   free(norm);
   return refuse_dot_segment(L, lua_tostring(L, -1));
 }

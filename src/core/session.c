@@ -221,7 +221,7 @@ int ok_session_create(lua_State *L, int cfg) {
   sidx = lua_gettop(L);
   lua_newtable(L);
   uv = lua_gettop(L);
-  if (!ok_config_read(L, cfg, uv, &s->cfg)) return 2;
+  if (!ok_config_read(L, cfg, uv, &s->cfg)) return 0;
   lua_getfield(L, uv, "private_key");
   s->assertion_key = ok_key_check(L, -1);
   lua_getfield(L, uv, "dpop_key");

@@ -83,18 +83,6 @@ static int error_tostring(lua_State *L) {
 }
 
 void ok_errors_open(lua_State *L) {
-  if (luaL_newmetatable(L, OK_ERROR_MT)) {
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "oktadpop.error");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pop(L, 1);
-}
-
-int ok_keep(lua_State *L, int base, int n) {
-  int top = lua_gettop(L);
-  for (int i = 1; i <= n; i++) lua_copy(L, top - n + i, base + i); /* targets never pass sources */
-  lua_settop(L, base + n);
-  return n;
+  static const luaL_Reg meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+  ok_class(L, OK_ERROR_MT, NULL, meta);
 }

@@ -28,6 +28,8 @@ int ok_fail_ssl(lua_State *L, const char *kind, const char *what);
 void ok_error_setstr(lua_State *L, const char *name, const char *value);
 void ok_error_setint(lua_State *L, const char *name, lua_Integer value);
 void ok_errors_open(lua_State *L);
+
+/* ---- stack.c ---- */
 /* Moves the top n values down to base+1..base+n and drops what was between; returns n. */
 int ok_keep(lua_State *L, int base, int n);
 
