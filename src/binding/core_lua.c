@@ -171,6 +171,16 @@ static int core_result(lua_State *L) {
   return ok_result_call(L, 1);
 }
 
+/*** oktadpop.core.headers(block) -> headers | nil, err: a response's status line and header
+ * lines as the transports hand them on (lower-case names, repeats joined by ", ").
+ * @function core.headers
+ */
+static int core_headers(lua_State *L) {
+  size_t n;
+  const char *block = luaL_checklstring(L, 1, &n);
+  return ok_headers_push(L, block, n) ? 1 : 2;
+}
+
 /*** oktadpop.core.error(kind, message) -> an error object, for drivers written in Lua.
  * @function core.error
  */
@@ -203,7 +213,8 @@ void ok_core_open(lua_State *L) {
       {"__gc", ok_session_gc}, {"__tostring", session_tostring}, {"__index", session_index}, {NULL, NULL}};
   static const luaL_Reg op_methods[] = {{"step", op_step}, {"abort", op_abort}, {NULL, NULL}};
   static const luaL_Reg op_meta[] = {{"__gc", ok_op_gc}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"result", core_result}, {"error", core_error}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"result", core_result}, {"error", core_error}, {"headers", core_headers},
+                                   {NULL, NULL}};
   ok_class(L, OK_SESSION_MT, session_methods, session_meta);
   ok_class(L, OK_OP_MT, op_methods, op_meta);
   lua_newtable(L);

@@ -29,6 +29,12 @@ void ok_error_setstr(lua_State *L, const char *name, const char *value);
 void ok_error_setint(lua_State *L, const char *name, lua_Integer value);
 void ok_errors_open(lua_State *L);
 
+/* ---- headers.c ---- */
+/* Pushes the header block's table (lower-case names, repeats joined by ", ") and returns 1;
+ * or pushes nil, err (kind "network") and returns 0 for a malformed line. The block starts
+ * with the status line. */
+int ok_headers_push(lua_State *L, const char *block, size_t n);
+
 /* ---- stack.c ---- */
 /* Moves the top n values down to base+1..base+n and drops what was between; returns n. */
 int ok_keep(lua_State *L, int base, int n);

@@ -6,7 +6,6 @@
  * Callbacks never touch Lua, so no longjmp crosses libcurl. It moves bytes and decides
  * nothing: the core's send actions in, responses out. */
 /*** @module oktadpop */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,34 +240,6 @@ static void wait_ms(engine *e, int ms) {
   collect(e);
 }
 
-/* Pushes the response headers as a table of lower-case names; repeats joined by ", ". */
-static void push_headers(lua_State *L, const buffer *head) {
-  const char *p = head->p, *end = head->p + head->n;
-  int tbl;
-  lua_newtable(L);
-  tbl = lua_gettop(L);
-  if (!p) return;
-  p = memchr(p, '\n', head->n); /* past the status line */
-  while (p && ++p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p)), *colon, *v, *ve;
-    char name[128];
-    size_t nl;
-    if (!eol) eol = end;
-    colon = memchr(p, ':', (size_t)(eol - p));
-    if (colon && colon > p && (nl = (size_t)(colon - p)) < sizeof name) {
-      for (size_t i = 0; i < nl; i++) name[i] = (char)tolower((unsigned char)p[i]);
-      name[nl] = '\0';
-      for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
-      for (ve = eol; ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'); ve--) {}
-      lua_getfield(L, tbl, name);
-      if (lua_isstring(L, -1)) { lua_pushliteral(L, ", "); lua_pushlstring(L, v, (size_t)(ve - v)); lua_concat(L, 3); }
-      else { lua_pop(L, 1); lua_pushlstring(L, v, (size_t)(ve - v)); }
-      lua_setfield(L, tbl, name);
-    }
-    p = eol;
-  }
-}
-
 /* Pushes the response of finished slot i ({status=, headers=, body=} or {error=}); frees it. */
 static void push_response(lua_State *L, engine *e, int i) {
   xfer *x = &e->xfers[i];
@@ -283,12 +254,16 @@ static void push_response(lua_State *L, engine *e, int i) {
   } else {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, status);
-    lua_setfield(L, -2, "status");
-    push_headers(L, &x->head);
-    lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.n);
-    lua_setfield(L, -2, "body");
+    if (!ok_headers_push(L, x->head.p ? x->head.p : "", x->head.n)) {
+      lua_setfield(L, -3, "error");
+      lua_pop(L, 1);
+    } else {
+      lua_setfield(L, -2, "headers");
+      lua_pushinteger(L, status);
+      lua_setfield(L, -2, "status");
+      lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.n);
+      lua_setfield(L, -2, "body");
+    }
   }
   give_back(e, x);
 }

@@ -5,6 +5,7 @@
 -- (connect, TLS, send, headers, body) one deadline. TLS is always verified (against
 -- lua_ssl_trusted_certificate); redirects are answered as they are, never followed.
 local core = require("oktadpop").core
+local headers_of = core.headers
 
 local ngx = ngx
 local tcp = ngx.socket.tcp
@@ -120,13 +121,8 @@ local function read_head(r)
     local status = tonumber(head:match("^HTTP/1%.[01] (%d%d%d)[ \r\n]") or head:match("^HTTP/1%.[01] (%d%d%d)$"))
     if not status then return nil, "malformed status line" end
     if status >= 200 or status == 101 then
-      local headers = {}
-      for line in head:gmatch("\r\n([^\r\n]*)") do
-        local name, value = line:match("^([!#$%%&'*+%-.^_`|~%w]+):[ \t]*(.-)[ \t]*$")
-        if not name then return nil, "malformed header line" end
-        name = str_lower(name)
-        headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
-      end
+      local headers, err = headers_of(head)  -- the libcurl transport's rule, from the same C
+      if not headers then return nil, err.message end
       return status, headers
     end
   end
