@@ -297,16 +297,20 @@ end
 
 Client.__close = Client.close -- local okta <close> = oktadpop.new{...} (Lua 5.4)
 
---- client.new(session, store, driver, debug) -> client: for drivers. session from
--- oktadpop.core.session; store with the shared dict's five calls; driver as described above;
--- debug a function(line), true (driver.log) or false.
-function M.new(session, store, driver, debug)
-  return setmetatable({session = session, store = store, driver = driver, debug = debug}, Client)
+--- client.make(config, driver_options, store, make_driver) -> client | nil, err: for drivers.
+-- The session is made from config (its own options, listed in driver_options, left out); the
+-- store is any object with a shared dict's five calls (default: in-process); make_driver(session)
+-- answers the driver table described above. The session's warnings go to the debug log.
+function M.make(config, driver_options, store, make_driver)
+  local session, warnings = core.session(config, driver_options)
+  if not session then return nil, warnings end
+  local debug = config.debug
+  if type(debug) ~= "function" then debug = session.debug end
+  local self = setmetatable({session = session, store = store or core.memory_store(), driver = make_driver(session),
+                             debug = debug}, Client)
+  log_lines(self, warnings)
+  return self
 end
-
---- client.log_lines(client, lines): writes lines to the client's debug log (drivers use it for
--- the warnings a session was made with).
-M.log_lines = log_lines
 
 M.Client = Client
 

@@ -110,18 +110,13 @@ function M.new(config)
   if store ~= nil and type(store) ~= "table" and type(store) ~= "userdata" then
     return nil, core.error("config", "store must be a table or object with get, set, add, incr and delete")
   end
-  local session, warnings = core.session(config, DRIVER_OPTIONS)
-  if not session then return nil, warnings end
-  local engine = libcurl.engine{allow_http = session.allow_http, ca_file = session.ca_file, proxy = session.proxy,
-                                connect_timeout = session.connect_timeout, max_body = session.max_body}
-  local s = scheduler(engine, libcurl.clock)
-  local driver = {transport = s.transport, sleep = s.sleep, now = libcurl.clock, spawn = s.spawn, wait = s.wait,
-                  log = log_line, close = function() engine:close() end}
-  local debug = config.debug
-  if type(debug) ~= "function" then debug = session.debug end
-  local c = client.new(session, store or core.memory_store(), driver, debug)
-  client.log_lines(c, warnings)
-  return c
+  return client.make(config, DRIVER_OPTIONS, store, function(session)
+    local engine = libcurl.engine{allow_http = session.allow_http, ca_file = session.ca_file, proxy = session.proxy,
+                                  connect_timeout = session.connect_timeout, max_body = session.max_body}
+    local s = scheduler(engine, libcurl.clock)
+    return {transport = s.transport, sleep = s.sleep, now = libcurl.clock, spawn = s.spawn, wait = s.wait,
+            log = log_line, close = function() engine:close() end}
+  end)
 end
 
 --- oktadpop.from_env([dotenv_path [, config]]) -> client | nil, err: the .env file's and the

@@ -50,15 +50,10 @@ function _M.new(config)
   if config.transport ~= nil and type(config.transport) ~= "function" then
     return nil, core.error("config", "transport must be a function(request) -> response")
   end
-  local session, warnings = core.session(config, DRIVER_OPTIONS)
-  if not session then return nil, warnings end
-  local driver = {transport = config.transport or http.transport(session), sleep = sleep, now = ngx.now,
-                  spawn = ngx.thread.spawn, wait = ngx.thread.wait, log = log_line}
-  local debug = config.debug
-  if type(debug) ~= "function" then debug = session.debug end
-  local self = client.new(session, store or core.memory_store(), driver, debug)
-  client.log_lines(self, warnings)
-  return self
+  return client.make(config, DRIVER_OPTIONS, store, function(session)
+    return {transport = config.transport or http.transport(session), sleep = sleep, now = ngx.now,
+            spawn = ngx.thread.spawn, wait = ngx.thread.wait, log = log_line}
+  end)
 end
 
 return _M
