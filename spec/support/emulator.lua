@@ -258,9 +258,10 @@ local function stop_pid(pid)
   end
 end
 
--- For spec/support/responder.lua, which starts its server the same way.
+-- For spec/support/responder.lua and redis.lua, which start their servers the same way.
 M.shell_quote, M.spawn, M.wait_ready, M.stop_pid = shell_quote, spawn, wait_ready, stop_pid
 M.repo_root, M.mktemp_dir = repo_root, mktemp_dir
+M.run, M.alive, M.own_pid, M.on_gc, M.sleep = run, alive, own_pid, on_gc, sleep
 -- The test CA and certificates of make-tls.sh, made once per process: {dir=, ca_file=}.
 function M.tls() return ensure_tls(repo_root()) end
 
