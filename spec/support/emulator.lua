@@ -17,12 +17,37 @@
 -- (node binary; default $OKTA_EMULATOR_NODE or "node"), timeout (seconds to
 -- wait for the server, default 10).
 --
+-- Rate-limit settings, in config{} and (but for clients[].app_share) in
+-- emu:control{} alike (test/emulator/README.md has the whole list):
+--   rate_window_seconds = 2    windows of 2 s, each bucket's starting at its first request
+--                              (not on the wall clock); X-Rate-Limit-Reset is the window's
+--                              real end. Default (or emulator.null in control): wall-clock minutes
+--   other_apps_use = {["/api/v1/users"] = 30}   requests other apps make in every window of
+--                              that bucket, counted in Remaining and against the limit (a 429
+--                              once the real total reaches it); a value in (0, 1) is a fraction
+--                              of the bucket's limit; a bare fraction (other_apps_use = 0.5)
+--                              covers every bucket; {} for none. A control change counts at once
+--   app_share = 0.25           every app's share of each bucket (Okta's default 0.5): a 429 once
+--                              one app alone reaches share x limit; clients[i].app_share sets one
+--                              app's share in config, control app_shares = {[client_id] = 0.25}
+--                              at run time ({} leaves the configured ones)
+--   rate_limit_headers = false no X-Rate-Limit-* header on any answer (429s too); limits still apply
+--   apps_subpath_bucket = "/api/v1"   count /api/v1/apps/{id}/* under /api/v1, the old rule; the
+--                              default "/api/v1/apps" is Okta's table (100 a minute)
+--   rate_limits = {[bucket] = n}, rate_limit = n (config), concurrency_limit, latency_ms
+-- Faults for them: {kind = "concurrency", reset_in = s} (429, X-Rate-Limit-Limit: 0),
+-- {kind = "rate_limit", reset_in = s}, {kind = "invalid_token_json"} (401 with Okta's JSON
+-- E0000011 "Invalid token provided" body and no WWW-Authenticate challenge).
+--
 -- Runs on Lua 5.1/LuaJIT and 5.4 with stock libraries plus cjson. Processes
 -- are handled through the shell (io.popen), HTTP through the curl CLI.
 
 local cjson = require "cjson"
 
 local M = {}
+
+-- JSON null, for settings that take it (emu:control{rate_window_seconds = emulator.null}).
+M.null = cjson.null
 
 local Emulator = {}
 Emulator.__index = Emulator
@@ -233,9 +258,10 @@ local function stop_pid(pid)
   end
 end
 
--- For spec/support/responder.lua, which starts its server the same way.
+-- For spec/support/responder.lua and redis.lua, which start their servers the same way.
 M.shell_quote, M.spawn, M.wait_ready, M.stop_pid = shell_quote, spawn, wait_ready, stop_pid
 M.repo_root, M.mktemp_dir = repo_root, mktemp_dir
+M.run, M.alive, M.own_pid, M.on_gc, M.sleep = run, alive, own_pid, on_gc, sleep
 -- The test CA and certificates of make-tls.sh, made once per process: {dir=, ca_file=}.
 function M.tls() return ensure_tls(repo_root()) end
 
@@ -334,8 +360,10 @@ function Emulator:reset()
 end
 
 -- Merges settings: rs_nonce, rotate_nonce, expire_tokens, token_lifetime,
--- faults (appended), rate_limits, app_share, concurrency_limit, latency_ms,
--- clock_skew, log_events, user_status (see test/emulator/README.md).
+-- faults (appended), rate_limits, app_share, app_shares, rate_window_seconds
+-- (emulator.null for wall-clock minutes), other_apps_use, rate_limit_headers,
+-- apps_subpath_bucket, concurrency_limit, latency_ms, clock_skew, log_events,
+-- user_status (see test/emulator/README.md).
 -- Returns the emulator's settings after the change.
 function Emulator:control(settings)
   local s = {}
@@ -357,9 +385,11 @@ function Emulator:state()
 end
 
 -- Rate-limit and concurrency statistics since the last reset: { in_flight_peak = n,
--- count_429 = n, buckets = { [bucket] = { limit = n, peak_used = n,
--- peak_used_by_client = { [client_id] = n } } } }; the peaks are the most counted in
--- any one minute window.
+-- count_429 = n, concurrency_429 = n, buckets = { [bucket] = { limit = n, peak_used = n,
+-- peak_used_by_client = { [client_id] = n }, other_apps_use = n, count_429 = n,
+-- windows = n } } }; the peaks are the most this org's clients used in any one window
+-- (other apps left out), a bucket's count_429 its own refusals (limit or share),
+-- windows how many of its windows began.
 function Emulator:stats()
   return self:request("GET", "/__emulator/stats")
 end

@@ -6,8 +6,15 @@
 --   nginx.start{dir = DIR, conf = "<a whole nginx.conf>"}   -- a config file used as it is
 --
 -- The generated config loads the module, points lua_package_path at the repository (and at
--- DIR) and lua_package_cpath at build/5.1, keeps every temp path in DIR, and listens on a free
--- port on 127.0.0.1 with reuseport, so the kernel spreads connections over the workers.
+-- DIR, and Debian's /usr/share/lua/5.1, where lua-nginx-redis puts `nginx.redis`) and
+-- lua_package_cpath at build/5.1, keeps every temp path in DIR, and listens on a free port on
+-- 127.0.0.1 with reuseport, so the kernel spreads connections over the workers.
+--
+-- Several instances run at once, each with its own DIR (its prefix: pid file, logs, temp
+-- paths) and its own port: a fleet of nodes sharing one Redis is two start{} calls with two
+-- folders. The port is one no socket on the machine holds (util.free_port): with reuseport a
+-- second nginx on a port already served would start too, and the kernel would split the
+-- connections between them. main = "env REDIS_URL;" adds main-context directives.
 local util = require "spec.support.util"
 
 local M = {}
@@ -23,6 +30,7 @@ pid %s/nginx.pid;
 error_log %s/error.log %s;
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+%s
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -46,20 +54,21 @@ local function wait_for(path, tries)
   end
 end
 
--- Starts nginx; opts: dir, workers (1), http, server, log_level ("warn"), conf (a whole config),
--- conf_path (where to write it, default dir/nginx.conf). "%PORT%" anywhere in them becomes the
--- port chosen.
+-- Starts nginx; opts: dir, workers (1), main (main-context directives, e.g. env lines), http,
+-- server, log_level ("warn"), conf (a whole config), conf_path (where to write it, default
+-- dir/nginx.conf), port (default: a free one). "%PORT%" anywhere in them becomes the port.
 function M.start(opts)
   local dir = opts.dir
   os.execute("mkdir -p " .. dir .. "/tmp")
   for _ = 1, 5 do
-    local port = math.random(20000, 60000)
+    local port = opts.port or util.free_port()
     local conf
     if opts.conf then
       conf = opts.conf:gsub("%%PORT%%", tostring(port))
     else
-      conf = TEMPLATE:format(opts.workers or 1, dir, dir, opts.log_level or "warn", dir, dir, dir, dir, dir, dir,
-        M.ROOT, M.ROOT, opts.http or "", port, opts.server or ""):gsub("%%PORT%%", tostring(port))
+      conf = TEMPLATE:format(opts.workers or 1, dir, dir, opts.log_level or "warn", opts.main or "",
+        dir, dir, dir, dir, dir, dir, M.ROOT, M.ROOT, opts.http or "", port, opts.server or "")
+        :gsub("%%PORT%%", tostring(port))
     end
     local path = opts.conf_path or (dir .. "/nginx.conf")
     util.write(path, conf)

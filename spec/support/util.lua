@@ -111,6 +111,40 @@ function util.sh(cmd)
   return out
 end
 
+-- The TCP ports some socket on this machine holds now (listening or connected, IPv4 and IPv6).
+local function used_ports()
+  local used = {}
+  for _, file in ipairs({"/proc/net/tcp", "/proc/net/tcp6"}) do
+    local s = util.try_readfile(file)
+    if s then
+      for port in s:gmatch("\n%s*%d+: %x+:(%x+) ") do used[tonumber(port, 16)] = true end
+    end
+  end
+  return used
+end
+
+local port_seq -- this process's own sequence (MINSTD, exact in LuaJIT's doubles too)
+
+-- A TCP port nothing on this machine holds now, from [lo, hi] (default 20000-32767, below
+-- Linux's ephemeral range, so outgoing connections do not take it meanwhile). The draw is
+-- seeded with this process's pid and the time: unseeded math.random gives every LuaJIT
+-- process the same ports, and with nginx's reuseport two servers on one port both start.
+-- Another process can still take it before it is bound: callers retry on a failed bind.
+function util.free_port(lo, hi)
+  lo, hi = lo or 20000, hi or 32767
+  if not port_seq then
+    local pid = tonumber(((util.try_readfile("/proc/self/stat") or ""):match("^(%d+)"))) or 0
+    port_seq = (pid * 7919 + os.time()) % 2147483646 + 1
+  end
+  local used = used_ports()
+  for _ = 1, 1000 do
+    port_seq = port_seq * 48271 % 2147483647
+    local port = lo + port_seq % (hi - lo + 1)
+    if not used[port] then return port end
+  end
+  error(("no free port in %d-%d"):format(lo, hi))
+end
+
 -- How many emulator log entries have this kind (and status, when given).
 function util.log_count(emu, kind, status)
   local n = 0

@@ -249,7 +249,8 @@ after(async () => {
 
 beforeEach(async () => {
   await request(`${base}/__emulator/reset`, { method: 'POST' });
-  await control(base, { rs_nonce: false, rate_limits: {}, app_share: 0.5, concurrency_limit: 75, latency_ms: 0, clock_skew: 0 });
+  await control(base, { rs_nonce: false, rate_limits: {}, app_share: 0.5, concurrency_limit: 75, latency_ms: 0, clock_skew: 0,
+    app_shares: {}, rate_window_seconds: null, other_apps_use: {}, rate_limit_headers: true, apps_subpath_bucket: '/api/v1/apps' });
 });
 
 // ---------------------------------------------------------------------------
@@ -895,6 +896,7 @@ test('rate limits: Workforce buckets and headers per endpoint family', async () 
   assert.equal(await limitOf('GET', '/api/v1/groups/00g000000000000002/users?limit=1'), 1200);
   assert.equal(await limitOf('GET', '/api/v1/apps'), 100);
   assert.equal(await limitOf('GET', '/api/v1/apps/0oa000000000000001'), 500);
+  assert.equal(await limitOf('GET', '/api/v1/apps/0oa000000000000003/users?limit=1'), 100); // apps/{id}/* is apps'
   assert.equal(await limitOf('GET', '/api/v1/logs?limit=1'), 120);
   const t = await tokenResponse(base, dpopClient, await makeDpopKey(), 'okta.users.read');
   assert.equal(t.headers['x-rate-limit-limit'], '2000');
@@ -902,6 +904,7 @@ test('rate limits: Workforce buckets and headers per endpoint family', async () 
   const stats = await getStats(base);
   assert.equal(stats.buckets['GET /api/v1/users/{id}'].peak_used, 1);
   assert.equal(stats.buckets['/api/v1'].peak_used, 2);
+  assert.equal(stats.buckets['/api/v1/apps'].peak_used, 2);
   assert.equal(stats.buckets['/oauth2'].peak_used_by_client[dpopClient.clientId], 2);
 });
 
@@ -967,6 +970,173 @@ test('concurrency limit and latency_ms: 429 with 0/0/now+1 past the limit', asyn
   const ev = await api(base, token, key, 'GET', `/api/v1/logs?filter=${encodeURIComponent('eventType eq "core.concurrency.org.limit.violation"')}`);
   assert.equal(ev.json.length, 1); // only the first violation in 60 s is logged
   assert.equal(ev.json[0].displayMessage, 'Too many requests in flight');
+});
+
+test('rate_window_seconds: each window starts at its first request and Reset is its real end', async () => {
+  await control(base, { rate_window_seconds: 2, rate_limits: { '/api/v1/groups': 3 }, app_share: 1 });
+  const g = async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const res = await api(base, token, key, 'GET', '/api/v1/groups?limit=1');
+    return { res, before, after: Math.floor(Date.now() / 1000), reset: Number(res.headers['x-rate-limit-reset']),
+      remaining: res.headers['x-rate-limit-remaining'] };
+  };
+  // Two windows with an idle gap between them: each one's Reset is the second of its first
+  // request plus 2, wherever that falls on the clock.
+  for (let round = 0; round < 2; round++) {
+    const first = await g();
+    assert.equal(first.res.status, 200);
+    assert.ok(first.reset >= first.before + 2 && first.reset <= first.after + 2, JSON.stringify(first));
+    assert.equal(first.remaining, '2');
+    assert.deepEqual([(await g()).remaining, (await g()).remaining], ['1', '0']);
+    const over = await g();
+    assert.equal(over.res.status, 429);
+    assert.equal(over.reset, first.reset);
+    assert.equal(over.remaining, '0');
+    // Right after the reported reset the bucket is open again, with a new window.
+    await sleep(first.reset * 1000 - Date.now() + 20);
+    const next = await g();
+    assert.equal(next.res.status, 200);
+    assert.equal(next.remaining, '2');
+    assert.ok(next.reset >= first.reset + 2, JSON.stringify(next));
+    await sleep(next.reset * 1000 - Date.now() + 1300); // idle past the end: no window runs meanwhile
+  }
+  const stats = await getStats(base);
+  assert.equal(stats.buckets['/api/v1/groups'].windows, 4);
+  assert.equal(stats.buckets['/api/v1/groups'].count_429, 2);
+  assert.equal(stats.buckets['/api/v1/groups'].peak_used, 3);
+  // Back to wall-clock minutes.
+  await control(base, { rate_window_seconds: null });
+  const minute = Number((await api(base, token, key, 'GET', '/api/v1/groups?limit=1')).headers['x-rate-limit-reset']);
+  assert.equal(minute % 60, 0);
+});
+
+test('other_apps_use: counted in every window, in Remaining and against the limit', async () => {
+  await control(base, { rate_limits: { '/api/v1/groups': 10, '/api/v1/users': 10 }, app_share: 1,
+    other_apps_use: { '/api/v1/groups': 6, '/api/v1/users': 0.3 } });
+  const g = () => api(base, token, key, 'GET', '/api/v1/groups?limit=1');
+  const seen = [];
+  for (let i = 0; i < 5; i++) { const r = await g(); seen.push([r.status, r.headers['x-rate-limit-remaining']]); }
+  assert.deepEqual(seen, [[200, '3'], [200, '2'], [200, '1'], [200, '0'], [429, '0']]);
+  const u = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+  assert.equal(u.headers['x-rate-limit-remaining'], '6'); // 10 - 3 (30 %) - 1
+  // A fraction alone: that share of every bucket; a change counts at once, in this window too.
+  await control(base, { other_apps_use: 0.5 });
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users?limit=1')).headers['x-rate-limit-remaining'], '3');
+  await control(base, { other_apps_use: { '/api/v1/users': 10 } });
+  const full = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+  assert.equal(full.status, 429);
+  assert.equal(full.json.errorCode, 'E0000047');
+  const stats = await getStats(base);
+  assert.equal(stats.buckets['/api/v1/groups'].peak_used, 4); // this org's own requests only
+  assert.equal(stats.buckets['/api/v1/groups'].other_apps_use, 0);
+  assert.equal(stats.buckets['/api/v1/users'].other_apps_use, 10);
+  assert.equal(stats.buckets['/api/v1/groups'].count_429, 1);
+  assert.equal(stats.buckets['/api/v1/users'].count_429, 1);
+  await control(base, { other_apps_use: {} });
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users?limit=1')).status, 200);
+});
+
+test('app shares below 40 %: app_share, and app_shares per client', async () => {
+  const k = await makeDpopKey();
+  const other = await getToken(base, roAdminClient, k);
+  await control(base, { rate_limits: { '/api/v1/groups': 8 }, app_share: 0.25 });
+  const g = (t, kk) => api(base, t, kk, 'GET', '/api/v1/groups?limit=1');
+  assert.deepEqual([(await g(token, key)).status, (await g(token, key)).status], [200, 200]);
+  const refused = await g(token, key); // 2 = 25 % of 8: the third is over this app's share
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers['x-rate-limit-remaining'], '6'); // the headers show the whole bucket
+  assert.equal((await g(other, k)).status, 200);
+  // One app's own share (here 12.5 %, 1 of 8) over the org's; the other keeps app_share.
+  await request(`${base}/__emulator/reset`, { method: 'POST' });
+  const st = (await control(base, { app_share: 0.5, app_shares: { [dpopClient.clientId]: 0.125 } })).json;
+  assert.deepEqual(st.app_shares, { [dpopClient.clientId]: 0.125 });
+  assert.deepEqual([(await g(token, key)).status, (await g(token, key)).status], [200, 429]);
+  const others = [];
+  for (let i = 0; i < 5; i++) others.push((await g(other, k)).status);
+  assert.deepEqual(others, [200, 200, 200, 200, 429]);
+  const stats = await getStats(base);
+  assert.deepEqual(stats.buckets['/api/v1/groups'].peak_used_by_client, { [dpopClient.clientId]: 1, [roAdminClient.clientId]: 4 });
+  await control(base, { app_shares: {} });
+  assert.deepEqual((await request(`${base}/__emulator/state`)).json.app_shares, {});
+});
+
+test('rate_limit_headers = false: no X-Rate-Limit-* on any answer, the limits still apply', async () => {
+  await control(base, { rate_limit_headers: false, rate_limits: { '/api/v1/groups': 2 }, app_share: 1 });
+  const noRateHeaders = (res) => assert.deepEqual(Object.keys(res.headers).filter((h) => h.startsWith('x-rate-limit-')), [],
+    `${res.status}: ${JSON.stringify(res.headers)}`);
+  const g = () => api(base, token, key, 'GET', '/api/v1/groups?limit=1');
+  const ok1 = await g();
+  const ok2 = await g();
+  const over = await g();
+  assert.deepEqual([ok1.status, ok2.status, over.status], [200, 200, 429]);
+  assert.equal(over.json.errorCode, 'E0000047');
+  for (const r of [ok1, ok2, over]) noRateHeaders(r);
+  noRateHeaders(await tokenResponse(base, dpopClient, await makeDpopKey(), 'okta.users.read'));
+  await control(base, { faults: [{ path_prefix: '/api/v1/users', kind: 'rate_limit' }, { path_prefix: '/api/v1/users', kind: 'concurrency' }] });
+  for (let i = 0; i < 2; i++) {
+    const faulted = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+    assert.equal(faulted.status, 429);
+    noRateHeaders(faulted);
+  }
+  await control(base, { rate_limit_headers: true });
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users?limit=1')).headers['x-rate-limit-limit'], '600');
+});
+
+test('apps bucket: /api/v1/apps/{id}/* counts with /api/v1/apps; apps_subpath_bucket restores the old rule', async () => {
+  await awayFromMinuteEdge();
+  const sf = '0oa000000000000003';
+  const rl = (res) => [res.status, res.headers['x-rate-limit-limit'], res.headers['x-rate-limit-remaining']];
+  assert.deepEqual(rl(await api(base, token, key, 'GET', '/api/v1/apps')), [200, '100', '99']);
+  assert.deepEqual(rl(await api(base, token, key, 'GET', `/api/v1/apps/${sf}/users?limit=1`)), [200, '100', '98']);
+  assert.deepEqual(rl(await api(base, token, key, 'GET', `/api/v1/apps/${sf}/groups`)), [200, '100', '97']);
+  const assign = await api(base, token, key, 'POST', `/api/v1/apps/${sf}/users`, { body: { id: '00u000000000000001', scope: 'USER' } });
+  assert.deepEqual(rl(assign), [200, '100', '96']);
+  assert.deepEqual(rl(await api(base, token, key, 'DELETE', `/api/v1/apps/${sf}/users/00u000000000000001`)), [204, '100', '95']);
+  assert.deepEqual(rl(await api(base, token, key, 'GET', `/api/v1/apps/${sf}`)), [200, '500', '499']); // apps/{id} only
+  // Over the apps limit (5 used of 4), its subpaths are refused too.
+  await control(base, { rate_limits: { '/api/v1/apps': 4 } });
+  const statuses = [];
+  for (let i = 0; i < 3; i++) statuses.push((await api(base, token, key, 'GET', `/api/v1/apps/${sf}/users?limit=1`)).status);
+  assert.deepEqual(statuses, [429, 429, 429]);
+  let stats = await getStats(base);
+  assert.equal(stats.buckets['/api/v1/apps'].peak_used, 5);
+  assert.equal(stats.buckets['/api/v1'].peak_used, 0);
+  await control(base, { apps_subpath_bucket: '/api/v1', rate_limits: {} });
+  assert.deepEqual(rl(await api(base, token, key, 'GET', `/api/v1/apps/${sf}/users?limit=1`)), [200, '1200', '1199']);
+  stats = await getStats(base);
+  assert.equal(stats.buckets['/api/v1'].peak_used, 1);
+});
+
+test('faults: concurrency (429 with 0/0/now+reset_in) and invalid_token_json (401 E0000011, no challenge)', async () => {
+  await control(base, { faults: [{ path_prefix: '/api/v1/users', kind: 'concurrency', reset_in: 3 },
+    { path_prefix: '/api/v1/users', kind: 'invalid_token_json' }] });
+  const now = Math.floor(Date.now() / 1000);
+  const busy = await api(base, token, key, 'GET', '/api/v1/users?limit=1');
+  assert.equal(busy.status, 429);
+  assert.equal(busy.json.errorCode, 'E0000047');
+  assert.deepEqual([busy.headers['x-rate-limit-limit'], busy.headers['x-rate-limit-remaining']], ['0', '0']);
+  const reset = Number(busy.headers['x-rate-limit-reset']);
+  assert.ok(reset >= now + 2 && reset <= now + 5, String(reset - now));
+
+  const p = await proof(key, { htm: 'GET', htu: `${base}/api/v1/users`, accessToken: token });
+  const headers = { Authorization: `DPoP ${token}`, DPoP: p };
+  const bad = await request(`${base}/api/v1/users?limit=1`, { headers });
+  assert.equal(bad.status, 401);
+  assert.equal(bad.headers['www-authenticate'], undefined);
+  assert.match(bad.headers['content-type'], /^application\/json/);
+  assert.deepEqual(Object.keys(bad.json), ['errorCode', 'errorSummary', 'errorLink', 'errorId', 'errorCauses']);
+  assert.deepEqual([bad.json.errorCode, bad.json.errorSummary, bad.json.errorLink, bad.json.errorCauses],
+    ['E0000011', 'Invalid token provided', 'E0000011', []]);
+  assert.match(bad.json.errorId, /^oae[A-Za-z0-9]{22}$/);
+  // Its proof is used up like any fault's; a fresh one works (the token itself is fine).
+  const resent = await request(`${base}/api/v1/users?limit=1`, { headers });
+  assert.equal(challengeOf(resent).error_description, 'The DPoP proof JWT has already been used.');
+  assert.equal((await api(base, token, key, 'GET', '/api/v1/users?limit=1')).status, 200);
+  const log = await getLog(base);
+  assert.deepEqual(log.map((e) => [e.status, e.fault]), [[429, 'concurrency'], [401, 'invalid_token_json'], [400, null], [200, null]]);
+  const stats = await getStats(base);
+  assert.equal(stats.concurrency_429, 1);
+  assert.equal(stats.count_429, 1);
 });
 
 // ---------------------------------------------------------------------------
@@ -1059,12 +1229,20 @@ test('request log records DPoP, retry details and the HTTP version', async () =>
 
 test('control rejects unknown keys and bad values without changing anything', async () => {
   for (const body of [{ nope: 1 }, { rate_limits: { '/api/v2': 3 } }, { app_share: 0 }, { user_status: { '00u000000000000001': 'GONE' } },
-    { faults: [{ path_prefix: '/x', kind: 'html500' }] }, { rs_nonce: true, latency_ms: -1 }]) {
+    { faults: [{ path_prefix: '/x', kind: 'html500' }] }, { rs_nonce: true, latency_ms: -1 },
+    { rate_window_seconds: 0 }, { rate_window_seconds: 1.5 }, { other_apps_use: 1 }, { other_apps_use: { '/api/v1/users': -1 } },
+    { other_apps_use: { '/api/v9': 3 } }, { other_apps_use: { '/api/v1/users': 2.5 } }, { rate_limit_headers: 'no' },
+    { app_shares: { x: 0 } }, { app_shares: { x: 1.5 } }, { apps_subpath_bucket: '/api/v1/apps/{id}' },
+    { rs_nonce: true, rate_window_seconds: 5, other_apps_use: 'half' }]) {
     const res = await control(base, body);
     assert.equal(res.status, 400, JSON.stringify(body));
   }
   const st = (await request(`${base}/__emulator/state`)).json;
   assert.equal(st.rs_nonce, false);
+  assert.equal(st.rate_window_seconds, null);
+  assert.deepEqual(st.other_apps_use, {});
+  assert.equal(st.rate_limit_headers, true);
+  assert.equal(st.apps_subpath_bucket, '/api/v1/apps');
   assert.equal(st.rate_limits['/api/v1/users'], 600);
   assert.equal(st.log_events >= 50, true);
 });
@@ -1134,6 +1312,40 @@ test('TLS: HTTP/2 for h2 clients, HTTP/1.1 for the others', { timeout: 15000 }, 
   } finally {
     session.destroy();
     await stopServer(s);
+  }
+});
+
+test('config: the pacing options from the config file, and bad values refused at start', async () => {
+  const client = await makeClient('0oasmallshare000001', { scopes: ALL_SCOPE_LIST, extra: { app_share: 0.2 } });
+  const cfg = path.join(tmpDir, 'pacing-config.json');
+  fs.writeFileSync(cfg, JSON.stringify({ clients: [client.config], users: 5, rate_limit: 10, rate_window_seconds: 3,
+    other_apps_use: { '/api/v1/users': 2 }, rate_limit_headers: false, apps_subpath_bucket: '/api/v1' }));
+  const s = await startServer(cfg);
+  try {
+    const st = (await request(`${s.url}/__emulator/state`)).json;
+    assert.deepEqual([st.rate_window_seconds, st.other_apps_use, st.rate_limit_headers, st.apps_subpath_bucket, st.app_shares],
+      [3, { '/api/v1/users': 2 }, false, '/api/v1', { [client.clientId]: 0.2 }]);
+    const k = await makeDpopKey();
+    const t = await getToken(s.url, client, k);
+    // 20 % of 10 is 2 for this app; no rate headers; the users window counts 2 of other apps' calls.
+    const statuses = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await api(s.url, t, k, 'GET', '/api/v1/users?limit=1');
+      assert.equal(r.headers['x-rate-limit-limit'], undefined);
+      statuses.push(r.status);
+    }
+    assert.deepEqual(statuses, [200, 200, 429]);
+    const stats = (await request(`${s.url}/__emulator/stats`)).json;
+    assert.equal(stats.buckets['/api/v1/users'].other_apps_use, 2);
+    assert.equal(stats.buckets['/api/v1/users'].peak_used_by_client[client.clientId], 2);
+  } finally {
+    await stopServer(s);
+  }
+  for (const [bad, why] of [[{ rate_window_seconds: 0 }, /rate_window_seconds/], [{ other_apps_use: 1.5 }, /other_apps_use/],
+    [{ rate_limit_headers: 'off' }, /rate_limit_headers/], [{ apps_subpath_bucket: '/x' }, /apps_subpath_bucket/],
+    [{ clients: [{ ...client.config, app_share: 0 }] }, /app_share/]]) {
+    fs.writeFileSync(cfg, JSON.stringify(bad));
+    await assert.rejects(startServer(cfg), why);
   }
 });
 

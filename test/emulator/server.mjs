@@ -6,7 +6,8 @@
 //     client_credentials + private_key_jwt + DPoP (RFC 9449), GET /oauth2/v1/keys
 //   * the management API (resource server) under /api/v1: users (lifecycle,
 //     factors), groups (members), apps (assignments) and the System Log
-//   * Okta's rate limits: per-minute buckets, the per-app share, concurrency
+//   * Okta's rate limits: per-minute buckets (or windows of any length), the per-app
+//     share, other apps' use, concurrency
 //   * a test-only control API under /__emulator/ (request log, faults, nonces, stats)
 //
 // It is deliberately strict: every check an Okta org makes (and a few RFC 9449
@@ -160,6 +161,32 @@ function parseRateLimits(v, where) {
 
 const isShare = (v) => typeof v === 'number' && v > 0 && v <= 1;
 
+// other_apps_use: the requests other apps make in each window of a bucket, which this org's
+// headers count and its limits enforce (DOCS rl-global-mgmt: the limits are org-wide, every
+// app's calls together; rl2-token-oauth: one app's share is only a ceiling). Either a number
+// in [0, 1), that fraction of every bucket's limit, or {"<bucket>": n} with n a whole count
+// (>= 0) or a fraction in (0, 1) of that bucket's limit. Throws.
+function parseOtherUse(v, where) {
+  if (typeof v === 'number') {
+    if (!(v >= 0 && v < 1)) throw new Error(`${where} as a number must be a fraction in [0, 1)`);
+    return v;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${where} must be a fraction or an object`);
+  for (const [bucket, n] of Object.entries(v)) {
+    if (!(bucket in WORKFORCE_LIMITS)) throw new Error(`${where}: unknown bucket ${bucket}`);
+    if (!(isInt(n, 0) || (typeof n === 'number' && n > 0 && n < 1))) {
+      throw new Error(`${where}.${bucket} must be a whole count >= 0 or a fraction in (0, 1)`);
+    }
+  }
+  return { ...v };
+}
+
+// rate_window_seconds: null for windows on wall-clock minutes, else a whole number of seconds.
+const isWindow = (v) => v === null || isInt(v, 1);
+// Where /api/v1/apps/{id}/<more> is counted: Okta's table (the apps bucket) or the old rule
+// (the default /api/v1 bucket, as oktadpop's src/ratelimit.c counted it).
+const APPS_SUBPATH_BUCKETS = ['/api/v1/apps', '/api/v1'];
+
 function loadConfig(file) {
   let raw = {};
   if (file) {
@@ -192,6 +219,7 @@ function loadConfig(file) {
     if (!strings(grants)) die(`config.clients[${i}].grant_scopes must be an array of strings`);
     const role = c.admin_role === undefined ? 'SUPER_ADMIN' : c.admin_role;
     if (!ADMIN_ROLES.includes(role)) die(`config.clients[${i}].admin_role must be one of ${ADMIN_ROLES.join(', ')}`);
+    if (c.app_share !== undefined && !isShare(c.app_share)) die(`config.clients[${i}].app_share must be a number in (0, 1]`);
     clients.set(c.client_id, {
       client_id: c.client_id,
       jwks: jose.createLocalJWKSet({ keys }),
@@ -199,6 +227,7 @@ function loadConfig(file) {
       grants: new Set(grants), // the app's grants collection: what a token can hold
       dpop_required: c.dpop_required === undefined ? true : !!c.dpop_required,
       admin_role: role,
+      app_share: c.app_share ?? null, // this app's own share, over config.app_share
     });
   }
   // rate_limit: N sets every bucket; rate_limits then overrides single ones.
@@ -216,6 +245,18 @@ function loadConfig(file) {
   if (!isShare(appShare)) die('config.app_share must be a number in (0, 1]');
   const clockSkew = raw.clock_skew === undefined ? 0 : raw.clock_skew;
   if (!Number.isInteger(clockSkew)) die('config.clock_skew must be an integer (seconds)');
+  const windowSeconds = raw.rate_window_seconds === undefined ? null : raw.rate_window_seconds;
+  if (!isWindow(windowSeconds)) die('config.rate_window_seconds must be null or an integer >= 1');
+  let otherUse;
+  try {
+    otherUse = parseOtherUse(raw.other_apps_use === undefined ? {} : raw.other_apps_use, 'config.other_apps_use');
+  } catch (e) {
+    die(e.message);
+  }
+  const rateHeaders = raw.rate_limit_headers === undefined ? true : raw.rate_limit_headers;
+  if (typeof rateHeaders !== 'boolean') die('config.rate_limit_headers must be true or false');
+  const appsSubpath = raw.apps_subpath_bucket === undefined ? '/api/v1/apps' : raw.apps_subpath_bucket;
+  if (!APPS_SUBPATH_BUCKETS.includes(appsSubpath)) die(`config.apps_subpath_bucket must be one of ${APPS_SUBPATH_BUCKETS.join(', ')}`);
   return {
     clients,
     users: intOpt('users', 450, 0),
@@ -224,6 +265,10 @@ function loadConfig(file) {
     rs_nonce: !!raw.rs_nonce,
     rate_limits: rateLimits,
     app_share: appShare,
+    rate_window_seconds: windowSeconds,
+    other_apps_use: otherUse,
+    rate_limit_headers: rateHeaders,
+    apps_subpath_bucket: appsSubpath,
     concurrency_limit: intOpt('concurrency_limit', 75, 1), // Workforce, DOCS rl-additional-limits
     latency_ms: intOpt('latency_ms', 0, 0),
     log_events: intOpt('log_events', 0, 0),
@@ -442,9 +487,14 @@ const state = {
   // rate limiting
   rateOverrides: {}, // control rate_limits: bucket -> limit, over config.rate_limits
   appShare: config.app_share,
+  appShares: {}, // control app_shares: client_id -> share, over clients[].app_share
+  windowSeconds: config.rate_window_seconds, // null: wall-clock minutes
+  otherUse: config.other_apps_use,
+  rateLimitHeaders: config.rate_limit_headers,
+  appsSubpathBucket: config.apps_subpath_bucket,
   concurrencyLimit: config.concurrency_limit,
   latencyMs: config.latency_ms,
-  windows: new Map(), // bucket -> { window, count, byClient: Map(client_id -> n) }
+  windows: new Map(), // bucket -> { start, end (epoch s), count, byClient: Map(client_id -> n) }
   inFlight: 0,
   lastConcurrencyEvent: -Infinity, // ms of the last System Log concurrency violation
   stats: null, // see resetStats()
@@ -452,7 +502,7 @@ const state = {
 
 function resetStats() {
   state.windows.clear();
-  state.stats = { in_flight_peak: state.inFlight, count_429: 0, buckets: new Map() };
+  state.stats = { in_flight_peak: state.inFlight, count_429: 0, concurrency_429: 0, buckets: new Map() };
 }
 resetStats();
 
@@ -813,6 +863,8 @@ const E = {
   NO_PERMISSION: { status: 403, code: 'E0000006', summary: 'You do not have permission to perform the requested action' },
   // DOCS reference/error-codes: E0000008 404
   NO_PATH: { status: 404, code: 'E0000008', summary: 'The requested path was not found' },
+  // DOCS reference/error-codes: E0000011 401; okta-sdk-golang TestParseOktaErrorSuccess (captured body)
+  INVALID_TOKEN: { status: 401, code: 'E0000011', summary: 'Invalid token provided' },
   // DOCS reference/error-codes: E0000009 500 "Internal Server Error"
   SERVER_ERROR: { status: 500, code: 'E0000009', summary: 'Internal Server Error' },
   // DOCS reference/error-codes: E0000022 (405)
@@ -875,6 +927,9 @@ function send(ctx, status, body, headers = {}) {
     }
   }
   if (status !== 204 && status !== 304) h['Content-Length'] = Buffer.byteLength(payload);
+  // rate_limit_headers = false: a gateway in front of the org strips the X-Rate-Limit-*
+  // headers from every answer (429s too); the limits themselves still apply.
+  if (!state.rateLimitHeaders) for (const k of Object.keys(h)) if (/^x-rate-limit-/i.test(k)) delete h[k];
   if (status === 429) state.stats.count_429++;
   if (entry) {
     entry.status = status;
@@ -904,10 +959,15 @@ const q = (s) => `"${String(s).replace(/["\\]/g, "'")}"`;
 //    rl2-token-oauth, rl-additional-limits)
 // ===========================================================================
 
-// The bucket of a request, the same rule as the client's (src/ratelimit.c):
-// collections and single objects of users, groups and apps have their own
-// buckets (GET of one user apart from writes to it), logs and events their
-// own; the rest of /api/v1 shares the default bucket.
+// The bucket of a request: collections and single objects of users, groups
+// and apps have their own buckets (GET of one user apart from writes to it),
+// logs and events their own; the rest of /api/v1 shares the default bucket.
+// Apps: DOCS rl-global-mgmt counts "`/api/v1/apps` except `/api/v1/apps/{id}`"
+// against the apps limit (the current page: "Calls to the /api/v1/apps endpoint
+// and all other endpoints of the form /api/v1/apps*"), so /api/v1/apps/{id}/users
+// and the like are in /api/v1/apps (100 a minute on Workforce), unless
+// apps_subpath_bucket is "/api/v1", the rule oktadpop's src/ratelimit.c had
+// (everything deeper in /api/v1). Users and groups keep that rule here.
 const OWN_BUCKETS = ['users', 'groups', 'apps', 'logs', 'events'];
 function bucketOf(method, p) {
   if (!p.startsWith('/api/v1/')) return p.startsWith('/oauth2/') ? '/oauth2' : '/';
@@ -920,6 +980,7 @@ function bucketOf(method, p) {
     if (['users', 'groups', 'apps'].includes(seg) && !tail.includes('/')) {
       return `${seg === 'users' && method === 'GET' ? 'GET ' : ''}/api/v1/${seg}/{id}`;
     }
+    if (seg === 'apps') return state.appsSubpathBucket;
   }
   return '/api/v1';
 }
@@ -965,6 +1026,7 @@ function admitConcurrent(ctx) {
       state.lastConcurrencyEvent = now;
       appendEvent(now, CONCURRENCY_EVENT);
     }
+    state.stats.concurrency_429++;
     tooManyRequests(ctx, { 'X-Rate-Limit-Limit': '0', 'X-Rate-Limit-Remaining': '0', 'X-Rate-Limit-Reset': String(nowSec() + 1) });
     return false;
   }
@@ -982,33 +1044,71 @@ function admitConcurrent(ctx) {
 
 function bucketStats(bucket) {
   let s = state.stats.buckets.get(bucket);
-  if (!s) { s = { peak_used: 0, peak_used_by_client: {} }; state.stats.buckets.set(bucket, s); }
+  if (!s) { s = { peak_used: 0, peak_used_by_client: {}, count_429: 0, windows: 0 }; state.stats.buckets.set(bucket, s); }
   return s;
 }
 
-// Per-minute buckets in fixed windows (floor(now/60)); Reset is the end of
-// the window (DOCS rl2-monitor: "the remainder of the one-minute interval").
-// One client may use at most appShare of a bucket's window (DOCS
-// rl2-token-oauth, default 50%). Which numbers the headers show when that
-// share is what refuses a request is undocumented; we report the whole
+// The requests other apps have made in each window of a bucket (other_apps_use).
+function otherUseOf(bucket, limit) {
+  const o = state.otherUse;
+  const v = typeof o === 'number' ? o : (o[bucket] ?? 0);
+  return Number.isInteger(v) ? v : Math.floor(v * limit);
+}
+
+// The share of a bucket's window one client may use: control app_shares, then
+// the client's own clients[].app_share, then app_share (DOCS rl2-token-oauth:
+// 50% by default, changed per app in the Admin Console or with the principal
+// rate limits API, whose defaultPercentage covers every bucket).
+function shareOf(cid) {
+  if (cid && state.appShares[cid] !== undefined) return state.appShares[cid];
+  const c = cid && config.clients.get(cid);
+  return c && c.app_share !== null ? c.app_share : state.appShare;
+}
+
+// The bucket's current window, begun anew once the last one has ended. By default
+// windows are wall-clock minutes (floor(now/60)). With rate_window_seconds N, each
+// window starts at the first request after the last one ended (at that whole second
+// of the emulator's clock) and lasts N seconds: DOCS rate-limits "Most rate limits
+// reset every 60 seconds, though they aren't necessarily synchronized with wall clock
+// minutes", and DOCS rl2-limits has limits per 10 s and per second. Either way
+// X-Rate-Limit-Reset is the window's real end.
+function windowOf(bucket) {
+  const now = nowSec();
+  let w = state.windows.get(bucket);
+  if (!w || now >= w.end || now < w.start) {
+    const len = state.windowSeconds ?? 60;
+    const start = state.windowSeconds === null ? Math.floor(now / 60) * 60 : now;
+    w = { start, end: start + len, count: 0, byClient: new Map() };
+    state.windows.set(bucket, w);
+    bucketStats(bucket).windows++;
+  }
+  return w;
+}
+
+// Per-bucket windows (windowOf); Reset is the end of the window (DOCS
+// rl2-monitor: "the remainder of the one-minute interval"). Remaining counts
+// what every app used: this org's admitted requests plus other_apps_use, and a
+// request past the limit of that total is refused. One client may use at most
+// its share of a bucket's window (shareOf). Which numbers the headers show when
+// that share is what refuses a request is undocumented; we report the whole
 // (org-wide) bucket, which is what the headers show otherwise.
 // Only admitted requests count. Sets ctx.rateHeaders, or answers 429.
 function admitRate(ctx) {
   const bucket = bucketOf(ctx.req.method, ctx.path);
   const limit = limitOf(bucket);
   if (limit === undefined) return true;
-  const window = Math.floor(nowSec() / 60);
-  let w = state.windows.get(bucket);
-  if (!w || w.window !== window) { w = { window, count: 0, byClient: new Map() }; state.windows.set(bucket, w); }
+  const w = windowOf(bucket);
+  const other = otherUseOf(bucket, limit);
   const cid = ctx.clientHint;
-  const share = Math.max(1, Math.floor(limit * state.appShare));
+  const share = Math.max(1, Math.floor(limit * shareOf(cid)));
   const headers = (used) => ({
     'X-Rate-Limit-Limit': String(limit),
     'X-Rate-Limit-Remaining': String(Math.max(0, limit - used)),
-    'X-Rate-Limit-Reset': String((window + 1) * 60),
+    'X-Rate-Limit-Reset': String(w.end),
   });
-  if (w.count >= limit || (cid && (w.byClient.get(cid) || 0) >= share)) {
-    tooManyRequests(ctx, headers(w.count));
+  if (other + w.count >= limit || (cid && (w.byClient.get(cid) || 0) >= share)) {
+    bucketStats(bucket).count_429++;
+    tooManyRequests(ctx, headers(other + w.count));
     return false;
   }
   w.count++;
@@ -1019,17 +1119,19 @@ function admitRate(ctx) {
     w.byClient.set(cid, n);
     s.peak_used_by_client[cid] = Math.max(s.peak_used_by_client[cid] || 0, n);
   }
-  ctx.rateHeaders = headers(w.count);
+  ctx.rateHeaders = headers(other + w.count);
   return true;
 }
 
 function statsSnapshot() {
   const buckets = {};
   for (const [bucket, limit] of Object.entries(effectiveLimits())) {
-    const s = state.stats.buckets.get(bucket) || { peak_used: 0, peak_used_by_client: {} };
-    buckets[bucket] = { limit, peak_used: s.peak_used, peak_used_by_client: s.peak_used_by_client };
+    const s = state.stats.buckets.get(bucket) || { peak_used: 0, peak_used_by_client: {}, count_429: 0, windows: 0 };
+    buckets[bucket] = { limit, peak_used: s.peak_used, peak_used_by_client: s.peak_used_by_client,
+      other_apps_use: otherUseOf(bucket, limit), count_429: s.count_429, windows: s.windows };
   }
-  return { in_flight_peak: state.stats.in_flight_peak, count_429: state.stats.count_429, buckets };
+  return { in_flight_peak: state.stats.in_flight_peak, count_429: state.stats.count_429,
+    concurrency_429: state.stats.concurrency_429, buckets };
 }
 
 // ===========================================================================
@@ -2080,7 +2182,7 @@ function listLogs(ctx) {
 // ===========================================================================
 
 const FAULT_KINDS = ['html502', 'html503', 'html504', 'truncated', 'reset', 'delay', 'rate_limit', 'redirect',
-  'next_off_origin', 'not_json', 'deep_json', 'query_timeout', 'server_error'];
+  'next_off_origin', 'not_json', 'deep_json', 'query_timeout', 'server_error', 'concurrency', 'invalid_token_json'];
 
 function validateFault(f, i) {
   if (!f || typeof f !== 'object') throw new Error(`faults[${i}] must be an object`);
@@ -2183,6 +2285,23 @@ async function applyFault(ctx, f) {
       });
       return true;
     }
+    case 'concurrency':
+      // The concurrency 429 without filling the org: Limit and Remaining always 0, Reset an
+      // estimate (DOCS rl-best-practices "Example rate limit header with concurrent rate
+      // limit"); the body is undocumented, E0000047 is assumed (as in admitConcurrent).
+      state.stats.concurrency_429++;
+      oktaErr(ctx, E.RATE_LIMIT, [], {
+        'X-Rate-Limit-Limit': '0',
+        'X-Rate-Limit-Remaining': '0',
+        'X-Rate-Limit-Reset': String(nowSec() + f.reset_in),
+      });
+      return true;
+    case 'invalid_token_json':
+      // 401 with Okta's JSON error body and no WWW-Authenticate challenge, as Okta answers an
+      // unknown or expired token on some paths: DOCS reference/error-codes E0000011 "Invalid
+      // token provided" (401), the body as captured in okta-sdk-golang's TestParseOktaErrorSuccess.
+      oktaErr(ctx, E.INVALID_TOKEN);
+      return true;
     case 'truncated': {
       // Promise more bytes than are sent, then drop the exchange. The bytes
       // sent are the start of a plausible answer for the endpoint.
@@ -2243,15 +2362,37 @@ function settingsSnapshot() {
     log_events: logEvents.length,
     rate_limits: effectiveLimits(),
     app_share: state.appShare,
+    app_shares: effectiveAppShares(),
+    rate_window_seconds: state.windowSeconds,
+    other_apps_use: state.otherUse,
+    rate_limit_headers: state.rateLimitHeaders,
+    apps_subpath_bucket: state.appsSubpathBucket,
     concurrency_limit: state.concurrencyLimit,
     latency_ms: state.latencyMs,
     clock_skew: state.clockSkew,
   };
 }
 
+// Per-app shares in force: each configured client's own app_share, then control app_shares.
+function effectiveAppShares() {
+  const out = {};
+  for (const c of config.clients.values()) if (c.app_share !== null) out[c.client_id] = c.app_share;
+  return { ...out, ...state.appShares };
+}
+
+// control app_shares: {"<client_id>": share}, shares in (0, 1]. Throws.
+function parseAppShares(v) {
+  if (!isObject(v)) throw new Error('app_shares must be an object');
+  for (const [cid, share] of Object.entries(v)) {
+    if (!isShare(share)) throw new Error(`app_shares.${cid} must be a number in (0, 1]`);
+  }
+  return { ...v };
+}
+
 function applyControl(body) {
   const known = ['rs_nonce', 'rotate_nonce', 'expire_tokens', 'token_lifetime', 'faults', 'rate_limits', 'app_share',
-    'concurrency_limit', 'latency_ms', 'clock_skew', 'log_events', 'user_status'];
+    'concurrency_limit', 'latency_ms', 'clock_skew', 'log_events', 'user_status', 'app_shares', 'rate_window_seconds',
+    'other_apps_use', 'rate_limit_headers', 'apps_subpath_bucket'];
   if (!isObject(body)) throw new Error('body must be a JSON object');
   for (const k of Object.keys(body)) if (!known.includes(k)) throw new Error(`unknown control key ${k}`);
   // Validate everything before changing anything.
@@ -2264,7 +2405,12 @@ function applyControl(body) {
   check('latency_ms', (v) => isInt(v, 0), 'a non-negative integer');
   check('clock_skew', Number.isInteger, 'an integer (seconds)');
   check('log_events', (v) => isInt(v, 0), 'a non-negative integer');
+  check('rate_window_seconds', isWindow, 'null or an integer >= 1');
+  check('rate_limit_headers', (v) => typeof v === 'boolean', 'true or false');
+  check('apps_subpath_bucket', (v) => APPS_SUBPATH_BUCKETS.includes(v), `one of ${APPS_SUBPATH_BUCKETS.join(', ')}`);
   const rateLimits = body.rate_limits === undefined ? null : parseRateLimits(body.rate_limits, 'rate_limits');
+  const otherUse = body.other_apps_use === undefined ? null : parseOtherUse(body.other_apps_use, 'other_apps_use');
+  const appShares = body.app_shares === undefined ? null : parseAppShares(body.app_shares);
   const statuses = body.user_status === undefined ? {} : body.user_status;
   if (!isObject(statuses) && !asArray(statuses)) throw new Error('user_status must be an object');
   for (const [id, s] of Object.entries(statuses)) {
@@ -2282,6 +2428,20 @@ function applyControl(body) {
   // rate_limits replaces the overrides of the config's limits ({} restores them).
   if (rateLimits) state.rateOverrides = rateLimits;
   if (body.app_share !== undefined) state.appShare = body.app_share;
+  // app_shares replaces the runtime per-app shares ({} leaves the configured ones).
+  if (appShares) state.appShares = appShares;
+  // other_apps_use replaces the setting and counts from now on, in the current window too.
+  if (otherUse !== null) state.otherUse = otherUse;
+  if (body.rate_limit_headers !== undefined) state.rateLimitHeaders = body.rate_limit_headers;
+  // A new window length, or a bucket moved, starts every bucket's window afresh.
+  if (body.rate_window_seconds !== undefined && body.rate_window_seconds !== state.windowSeconds) {
+    state.windowSeconds = body.rate_window_seconds;
+    state.windows.clear();
+  }
+  if (body.apps_subpath_bucket !== undefined && body.apps_subpath_bucket !== state.appsSubpathBucket) {
+    state.appsSubpathBucket = body.apps_subpath_bucket;
+    state.windows.clear();
+  }
   if (body.concurrency_limit !== undefined) state.concurrencyLimit = body.concurrency_limit;
   if (body.latency_ms !== undefined) state.latencyMs = body.latency_ms;
   if (body.clock_skew !== undefined) state.clockSkew = body.clock_skew;
