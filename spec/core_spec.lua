@@ -571,6 +571,59 @@ describe("the protocol core", function()
       assert.equal("sleep", a.action)
     end)
 
+    it("never invents a window: once the server's reset has passed, the next request learns the new one", function()
+      local d = driver{max_capacity = 0.5}
+      local op = d:api("GET", "/api/v1/users/00u1")
+      d:step(op, d:response(200, rl(4, 3, T0 + 2), {})) -- a 2 s window
+      local _, a = d:api("GET", "/api/v1/users/00u2")
+      assert.equal("send", a.action) -- the second of two allowed
+      local op3
+      op3, a = d:api("GET", "/api/v1/users/00u3")
+      assert.equal("sleep", a.action)
+      assert.is_true(a.seconds <= 2 + 1, "never past the server's reset plus a second")
+      assert.equal("ratelimit", a.reason)
+      a = d:wake(op3, a)
+      assert.equal("send", a.action) -- a probe of the next window, at once
+      d:step(op3, d:response(200, rl(4, 0, T0 + 4), {})) -- other apps used the rest of it
+      _, a = d:api("GET", "/api/v1/users/00u4")
+      assert.equal("sleep", a.action) -- Remaining 0: nothing more in this window
+      assert.is_true(a.seconds <= 2 + 1)
+    end)
+
+    it("takes a bucket that answers without rate-limit headers as none for a window: only concurrency applies", function()
+      local d = driver{max_concurrency = 50}
+      local probe, a = d:api("GET", "/api/v1/users/00u1")
+      assert.equal("send", a.action)
+      local _, waiting = d:api("GET", "/api/v1/users/00u2")
+      assert.equal("sleep", waiting.action) -- the probe learns first
+      d:step(probe, d:response(200, {}, {}))
+      for i = 1, 20 do
+        local _, b = d:api("GET", "/api/v1/users/00u" .. (10 + i))
+        assert.equal("send", b.action)
+      end
+      assert.is_truthy(d.session.stats.buckets["GET /api/v1/users/{id}"].unlimited_until)
+      d.now = d.now + 61
+      local _, b = d:api("GET", "/api/v1/users/00u99")
+      assert.equal("send", b.action) -- the next window's probe
+      _, b = d:api("GET", "/api/v1/users/00u98")
+      assert.equal("sleep", b.action)
+    end)
+
+    it("ends its window for every session on the store after a 429 it did not expect", function()
+      local store = core.memory_store()
+      local a1, a2 = driver{store = store, max_capacity = 0.5}, driver{store = store, max_capacity = 0.5}
+      local op = a1:api("GET", "/api/v1/groups")
+      a1:step(op, a1:response(200, rl(20, 19, T0 + 60), {}))
+      local a
+      op, a = a1:api("GET", "/api/v1/groups") -- the second of ten allowed
+      assert.equal("send", a.action)
+      a = a1:step(op, a1:response(429, rl(20, 18, T0 + 60), {errorCode = "E0000047"})) -- the app's share is lower
+      assert.equal(1, a1.session.stats.budget_cuts)
+      assert.equal(1, a1.session.stats.rate_limited)
+      local _, b = a2:api("GET", "/api/v1/groups")
+      assert.equal("sleep", b.action) -- the other session learned it through the store
+    end)
+
     it("never has more than max_concurrency requests in flight", function()
       local d = driver{max_concurrency = 1}
       d:token()

@@ -124,6 +124,25 @@ static int session_tostring(lua_State *L) {
   return 1;
 }
 
+/* What the session knows of each bucket: {[name] = {limit=, used=, reset=, counted_as=} or
+ * {unlimited_until=}}, in server seconds. */
+static void push_buckets(lua_State *L, const ok_session *s) {
+  lua_createtable(L, 0, s->nbuckets);
+  for (int i = 0; i < s->nbuckets; i++) {
+    const ok_bucket *b = &s->buckets[i];
+    if (!(b->limit > 0) && !(b->unlimited_until > 0)) continue;
+    lua_createtable(L, 0, 4);
+    if (b->unlimited_until > 0) { lua_pushnumber(L, b->unlimited_until); lua_setfield(L, -2, "unlimited_until"); }
+    else {
+      lua_pushnumber(L, b->limit); lua_setfield(L, -2, "limit");
+      lua_pushnumber(L, b->seen_used); lua_setfield(L, -2, "used");
+      lua_pushnumber(L, b->reset); lua_setfield(L, -2, "reset");
+      if (b->counted_as[0]) { lua_pushstring(L, b->counted_as); lua_setfield(L, -2, "counted_as"); }
+    }
+    lua_setfield(L, -2, b->name);
+  }
+}
+
 /* Fields drivers and callers read: the config, the keys and counters. */
 static int session_field(lua_State *L, ok_session *s, const char *k) {
   const ok_config *c = &s->cfg;
@@ -144,11 +163,17 @@ static int session_field(lua_State *L, ok_session *s, const char *k) {
     lua_getuservalue(L, 1);
     lua_getfield(L, -1, k);
   } else if (strcmp(k, "stats") == 0) {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 11);
     lua_pushinteger(L, (lua_Integer)s->token_requests); lua_setfield(L, -2, "token_requests");
     lua_pushinteger(L, (lua_Integer)s->api_requests); lua_setfield(L, -2, "api_requests");
     lua_pushinteger(L, (lua_Integer)s->rate_waits); lua_setfield(L, -2, "rate_waits");
     lua_pushinteger(L, (lua_Integer)s->retries); lua_setfield(L, -2, "retries");
+    lua_pushinteger(L, (lua_Integer)s->rate_limited); lua_setfield(L, -2, "rate_limited");
+    lua_pushinteger(L, (lua_Integer)s->budget_cuts); lua_setfield(L, -2, "budget_cuts");
+    lua_pushinteger(L, (lua_Integer)s->concurrency_cuts); lua_setfield(L, -2, "concurrency_cuts");
+    lua_pushnumber(L, ok_session_concurrency(s)); lua_setfield(L, -2, "concurrency");
+    push_buckets(L, s);
+    lua_setfield(L, -2, "buckets");
     lua_pushnumber(L, s->clock_offset); lua_setfield(L, -2, "clock_offset");
   } else return 0;
   return 1;

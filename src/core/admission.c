@@ -119,18 +119,26 @@ void ok_admit_push_token_done(ok_ctx *c) {
 
 /* ---- a slot, the budget, then the request ---- */
 
+#define OK_NO_HEADERS_WINDOW 60.0 /* answers without rate-limit headers: no bucket for a minute */
+
 static int queue_timeout(ok_ctx *c, ok_decision *d) {
   ok_error_push(c->L, "ratelimit", "waited max_queue_wait (%.0f s) for a concurrency slot or the rate-limit budget",
                 c->s->cfg.max_queue_wait);
   return ok_decide(d, NEXT_FAIL);
 }
 
-/* The window count's key names the bucket and the window's end, so each window counts anew;
- * it lives until the window ends, and a minute more. */
-static void count_key(const ok_bucket *b, char key[OK_STORE_KEY]) {
+/* Gives the slot back and waits a little: another request is learning the bucket. */
+static int wait_for_probe(ok_ctx *c, ok_decision *d) {
+  ok_op_release_slot(c);
+  c->op->admit.shape_asked = 0; /* then look again at what the others learned */
+  return ok_decide_sleep(d, ok_op_next_backoff(c->op), "queue");
+}
+
+void ok_admit_count_key(const ok_bucket *b, char key[OK_STORE_KEY]) {
   snprintf(key, OK_STORE_KEY, "rl:%s:%.0f", b->name, b->reset);
 }
 
+/* A window's count lives until the window ends, and a minute more. */
 static double count_ttl(const ok_ctx *c, const ok_bucket *b) {
   return b->reset - ok_server_now(c->s, c->now) + 60;
 }
@@ -139,66 +147,128 @@ static void shape_key(const char *bucket, char key[OK_STORE_KEY]) {
   snprintf(key, OK_STORE_KEY, "rlb:%s", bucket);
 }
 
-/* A probe's answer described the bucket: the probe is counted in its window like any request,
- * and the limit and window end are published for the others sharing the store (the limit
- * rarely changes, so that entry lives an hour). */
-void ok_admit_probe_learned(ok_ctx *c, const ok_bucket *b) {
-  char key[OK_STORE_KEY], value[64];
-  count_key(b, key);
-  lua_pushinteger(c->L, 1);
-  ok_op_queue_store(c, "incr", key, -1, count_ttl(c, b));
-  lua_pop(c->L, 1);
+/* The probe of a bucket whose window is over (or never known): its claim is named after the
+ * window it follows, so that exactly one of everyone sharing the store sends it. */
+static void probe_key(const ok_bucket *b, char key[OK_STORE_KEY]) {
+  snprintf(key, OK_STORE_KEY, "rlp:%s:%.0f", b->name, b->reset > b->unlimited_until ? b->reset : b->unlimited_until);
+}
+
+/* Publishes what this client learned of bucket b for the others sharing the store:
+ * "limit reset [counted_as]", or "unlimited until". */
+static void publish_shape(ok_ctx *c, const ok_bucket *b) {
+  char key[OK_STORE_KEY], value[OK_BUCKET_NAME + 64];
   shape_key(b->name, key);
-  snprintf(value, sizeof value, "%.0f %.0f", b->limit, b->reset);
+  if (b->unlimited_until > 0) snprintf(value, sizeof value, "unlimited %.0f", b->unlimited_until);
+  else snprintf(value, sizeof value, "%.0f %.0f %s", b->limit, b->reset, b->counted_as);
   lua_pushstring(c->L, value);
   ok_op_queue_store(c, "set", key, -1, 3600);
   lua_pop(c->L, 1);
 }
 
+void ok_admit_probe_learned(ok_ctx *c, ok_bucket *b, int described) {
+  ok_bucket *counted;
+  char key[OK_STORE_KEY];
+  if (!described) { /* no rate-limit headers: only max_concurrency applies, until the next window's probe */
+    b->unlimited_until = ok_server_now(c->s, c->now) + OK_NO_HEADERS_WINDOW;
+    ok_op_log(c, "%s: the answer carried no rate-limit headers: no bucket for %.0f s, only max_concurrency",
+              b->name, OK_NO_HEADERS_WINDOW);
+    publish_shape(c, b);
+    return;
+  }
+  b->counted_as[0] = '\0';
+  for (int i = 0; i < c->s->nbuckets; i++)
+    if (ok_bucket_shares_count(b, &c->s->buckets[i])) {
+      snprintf(b->counted_as, sizeof b->counted_as, "%s", c->s->buckets[i].name);
+      ok_op_log(c, "%s counts with %s: the same limit and window, and a count that holds its requests", b->name,
+                b->counted_as);
+    }
+  counted = ok_session_counted(c->s, b);
+  ok_admit_count_key(counted, key); /* the probe is counted in its window like any request */
+  lua_pushinteger(c->L, 1);
+  ok_op_queue_store(c, "incr", key, -1, count_ttl(c, counted));
+  lua_pop(c->L, 1);
+  publish_shape(c, b);
+}
+
+/* Another process's news of the bucket: adopted when it describes a window still open. */
 int ok_admit_on_shape(ok_ctx *c, int in, ok_decision *d) {
   ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
-  double limit, reset;
+  double limit, reset, snow = ok_server_now(c->s, c->now);
+  char counted_as[OK_BUCKET_NAME] = "";
   const char *value = lua_type(c->L, in) == LUA_TSTRING ? lua_tostring(c->L, in) : NULL;
-  if (value && sscanf(value, "%lf %lf", &limit, &reset) == 2 && ok_bucket_adopt(b, limit, reset))
-    ok_op_log(c, "%s: limit %.0f a minute, as another process learned it", b->name, limit);
+  if (value && sscanf(value, "unlimited %lf", &reset) == 1 && reset > snow) {
+    b->unlimited_until = reset;
+  } else if (value && sscanf(value, "%lf %lf %47s", &limit, &reset, counted_as) >= 2 && limit > 0 && limit < 1e9 &&
+             reset > snow && reset < snow + 86400) {
+    if (reset > b->reset + 0.5) b->seen_used = 0;
+    b->limit = limit;
+    b->reset = reset;
+    snprintf(b->counted_as, sizeof b->counted_as, "%s", strcmp(counted_as, b->name) == 0 ? "" : counted_as);
+    ok_op_log(c, "%s: limit %.0f, window ending in %.1f s, as another process learned it", b->name, limit, reset - snow);
+  }
   return ok_admit_request(c, d);
+}
+
+/* The bucket is unknown, or its window is over: one request (of everyone sharing the store)
+ * goes out to learn it; the rest wait for what it learns. */
+static int probe(ok_ctx *c, ok_bucket *b, ok_decision *d) {
+  if (b->probe_until > c->now) return wait_for_probe(c, d);
+  probe_key(b, c->op->admit.claim);
+  lua_pushinteger(c->L, 1);
+  return ok_decide_store(d, "add", c->op->admit.claim, 1, c->s->cfg.timeout + c->s->cfg.connect_timeout, PH_PROBE);
+}
+
+int ok_admit_on_probe(ok_ctx *c, int in, ok_decision *d) {
+  ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
+  if (!lua_toboolean(c->L, in)) { c->op->admit.claim[0] = '\0'; return wait_for_probe(c, d); }
+  b->probe_until = c->now + c->s->cfg.timeout + c->s->cfg.connect_timeout;
+  c->op->admit.probing = c->op->admit.admitted = 1;
+  return ok_decide(d, NEXT_SEND);
 }
 
 int ok_admit_request(ok_ctx *c, ok_decision *d) {
   ok_op *op = c->op;
-  ok_bucket *b;
+  ok_bucket *b, *counted;
   char key[OK_STORE_KEY];
+  double snow = ok_server_now(c->s, c->now);
   if (!op->admit.holds_slot) {
     if (c->now > op->admit.queue_deadline) return queue_timeout(c, d);
+    if (c->now >= c->s->concurrency_checked + 1) { /* the others' concurrency 429s, once a second */
+      c->s->concurrency_checked = c->now;
+      return ok_decide_store(d, "get", "concurrency", 0, 0, PH_CAP);
+    }
     lua_pushinteger(c->L, 1);
     return ok_decide_store(d, "incr", "inflight", 1, 0, PH_SLOT);
   }
+  if (op->admit.admitted) return ok_decide(d, NEXT_SEND);
   b = ok_session_bucket(c->s, op->bucket);
-  ok_bucket_roll(b, ok_server_now(c->s, c->now));
-  if (!op->admit.admitted && b->limit > 0) {
-    count_key(b, key);
+  if (b->unlimited_until > snow) return op->admit.admitted = 1, ok_decide(d, NEXT_SEND);
+  counted = ok_session_counted(c->s, b);
+  if (ok_bucket_window_open(counted, snow)) {
+    ok_admit_count_key(counted, key);
     lua_pushinteger(c->L, 1);
-    return ok_decide_store(d, "incr", key, 1, count_ttl(c, b), PH_BUDGET);
+    return ok_decide_store(d, "incr", key, 1, count_ttl(c, counted), PH_BUDGET);
   }
-  if (!op->admit.admitted && !op->admit.shape_asked) { /* another process sharing the store may know it */
-    shape_key(b->name, key);
+  if (!op->admit.shape_asked) { /* another process sharing the store may have learned it */
     op->admit.shape_asked = 1;
+    shape_key(b->name, key);
     return ok_decide_store(d, "get", key, 0, 0, PH_SHAPE);
   }
-  if (!op->admit.admitted) { /* the limit is not known yet: one request at a time learns it */
-    if (b->probe_until > c->now) {
-      ok_op_release_slot(c);
-      return ok_decide_sleep(d, ok_op_next_backoff(op), "queue");
-    }
-    b->probe_until = c->now + c->s->cfg.timeout + c->s->cfg.connect_timeout;
-    op->admit.probing = op->admit.admitted = 1;
-  }
-  return ok_decide(d, NEXT_SEND);
+  return probe(c, b, d);
+}
+
+int ok_admit_on_cap(ok_ctx *c, int in, ok_decision *d) {
+  double cap = lua_type(c->L, in) == LUA_TNUMBER ? lua_tonumber(c->L, in) : 0;
+  if (cap != c->s->concurrency_cap && cap > 0)
+    ok_op_log(c, "concurrency: at most %.0f in flight for now (a concurrency 429 said so)", cap);
+  c->s->concurrency_cap = cap;
+  return ok_admit_request(c, d);
 }
 
 int ok_admit_on_slot(ok_ctx *c, int in, ok_decision *d) {
   c->op->admit.holds_slot = 1; /* counted (a store that cannot count, nil, does not stop requests) */
-  if (lua_type(c->L, in) == LUA_TNUMBER && lua_tonumber(c->L, in) > c->s->cfg.max_concurrency) {
+  c->op->admit.inflight = lua_type(c->L, in) == LUA_TNUMBER ? lua_tonumber(c->L, in) : 0;
+  if (c->op->admit.inflight > ok_session_concurrency(c->s)) {
     ok_op_release_slot(c);
     return ok_decide_sleep(d, ok_op_next_backoff(c->op), "queue");
   }
@@ -206,16 +276,18 @@ int ok_admit_on_slot(ok_ctx *c, int in, ok_decision *d) {
 }
 
 int ok_admit_on_budget(ok_ctx *c, int in, ok_decision *d) {
-  ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
+  ok_bucket *b = ok_session_counted(c->s, ok_session_bucket(c->s, c->op->bucket));
   long count = lua_type(c->L, in) == LUA_TNUMBER ? (long)lua_tonumber(c->L, in) : 0;
-  double wait = b->reset - ok_server_now(c->s, c->now) + 0.05;
+  double snow = ok_server_now(c->s, c->now), wait = b->reset - snow + 0.05; /* never past the reset + 1 s */
+  c->op->admit.count = count;
   if (ok_bucket_admits(b, c->s->cfg.max_capacity, count)) {
     c->op->admit.admitted = 1;
     return ok_admit_request(c, d);
   }
   c->s->rate_waits++;
-  ok_op_log(c, "pacing %s: request %ld of the %ld allowed this minute (%.0f%% of %.0f): waiting %.1f s", b->name, count,
-            ok_bucket_allowed(b, c->s->cfg.max_capacity), c->s->cfg.max_capacity * 100, b->limit, wait);
+  ok_op_log(c, "pacing %s: request %ld, %ld allowed in this window (%.0f%% of the limit %.0f; the server counts %.0f "
+            "used, the window ends in %.1f s): waiting %.1f s", b->name, count, ok_bucket_allowed(b, c->s->cfg.max_capacity),
+            c->s->cfg.max_capacity * 100, b->limit, b->seen_used, b->reset - snow, wait);
   ok_op_release_slot(c);
   if (c->now + wait > c->op->admit.queue_deadline) return queue_timeout(c, d);
   return ok_decide_sleep(d, wait, "ratelimit");

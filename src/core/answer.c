@@ -52,8 +52,13 @@ void ok_answer_learn(ok_ctx *c, const ok_answer *a, int is_token) {
   ok_session_learn(c->s, is_token, a->nonce, a->date, c->now);
   if (is_token) return;
   b = ok_session_bucket(c->s, c->op->bucket);
-  described = ok_bucket_observe(b, a->rl_limit, a->rl_remaining, a->rl_reset);
-  if (c->op->admit.probing && described) ok_admit_probe_learned(c, b); /* counted and published */
-  else if (c->op->admit.probing) b->probe_until = 0; /* no headers: nothing to learn, let the next one go */
+  described = ok_bucket_observe(ok_session_counted(c->s, b), a->rl_limit, a->rl_remaining, a->rl_reset);
+  if (described && b->counted_as[0]) ok_bucket_observe(b, a->rl_limit, a->rl_remaining, a->rl_reset);
+  if (c->op->admit.probing) {
+    b->probe_until = 0;
+    if (described || a->status != 429) ok_admit_probe_learned(c, b, described); /* counted and published */
+    else if (c->op->admit.claim[0]) ok_op_queue_store(c, "delete", c->op->admit.claim, 0, 0); /* learned nothing */
+  }
+  c->op->admit.claim[0] = '\0'; /* a claim that learned the window lapses with it: no one probes that window again */
   c->op->admit.probing = 0;
 }

@@ -9,7 +9,7 @@
 static const char *const config_names[] = {
     "org_url", "client_id", "scopes", "private_key", "dpop", "dpop_key", "token_url", "timeout",
     "connect_timeout", "max_retries", "max_retry_wait", "retry_base", "renew_skew", "max_body",
-    "ca_file", "proxy", "user_agent", "debug", "max_concurrency", "max_capacity", "max_queue_wait", NULL};
+    "ca_file", "proxy", "user_agent", "debug", "max_concurrency", "max_capacity", "max_queue_wait", "buckets", NULL};
 
 /* Defaults: a timeout above Okta's 30 s query timeout, so Okta's own E0000009 arrives first;
  * two retries and 300 ms backoff like Okta's SDKs; a concurrency below a free org's 15; 40 %
@@ -186,6 +186,42 @@ static int read_flags(lua_State *L, int cfg, ok_config *c) {
   return 1;
 }
 
+/* buckets = {{pattern, name}, ...}: each checked, kept in order (the first match wins, before
+ * Okta's table). */
+static int read_buckets(lua_State *L, int cfg, ok_config *c) {
+  int list, n;
+  lua_getfield(L, cfg, "buckets");
+  list = lua_gettop(L);
+  if (lua_isnil(L, list)) return lua_pop(L, 1), 1;
+  if (!lua_istable(L, list) || (n = (int)lua_rawlen(L, list)) > 64)
+    return cfg_fail(L, "%s must be a list of at most 64 {pattern, name} pairs", "buckets");
+  if (n && !(c->bucket_rules = calloc((size_t)n, sizeof *c->bucket_rules))) return cfg_fail(L, "%s: out of memory", "buckets");
+  for (int i = 1; i <= n; i++) {
+    const char *pattern, *name, *why;
+    size_t plen, nlen;
+    lua_rawgeti(L, list, i);
+    if (!lua_istable(L, -1)) return cfg_fail(L, "%s entries are {pattern, name} pairs", "buckets");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    pattern = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &plen) : NULL;
+    name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &nlen) : NULL;
+    if (!pattern || !name || !nlen || plen >= OK_BUCKET_PATTERN || nlen >= OK_BUCKET_NAME || strlen(pattern) != plen ||
+        strlen(name) != nlen || strpbrk(name, "\r\n:"))
+      return cfg_fail(L, "%s entries are {pattern, name}: two strings, a name under 48 bytes without ':' or a line break",
+                      "buckets");
+    if ((why = ok_bucket_pattern_check(pattern))) {
+      ok_fail(L, "config", "buckets: %s: %s", pattern, why);
+      return 0;
+    }
+    memcpy(c->bucket_rules[c->nbucket_rules].pattern, pattern, plen + 1);
+    memcpy(c->bucket_rules[c->nbucket_rules].name, name, nlen + 1);
+    c->nbucket_rules++;
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
 int ok_config_read(lua_State *L, int cfg, int uv, ok_config *c) {
   int top = lua_gettop(L);
   cfg = lua_absindex(L, cfg);
@@ -195,7 +231,8 @@ int ok_config_read(lua_State *L, int cfg, int uv, ok_config *c) {
     if (!ok_opt_number(L, cfg, numbers[i].name, numbers[i].dflt, numbers[i].lo, numbers[i].hi,
                        (double *)((char *)c + numbers[i].offset)))
       return 0;
-  if (!read_flags(L, cfg, c) || !read_urls(L, cfg, c) || !read_strings(L, cfg, c) || !read_keys(L, cfg, uv, c))
+  if (!read_flags(L, cfg, c) || !read_urls(L, cfg, c) || !read_strings(L, cfg, c) || !read_keys(L, cfg, uv, c) ||
+      !read_buckets(L, cfg, c))
     return 0;
   if (!c->org_origin || !c->token_url || !c->client_id || !c->scopes || !c->user_agent)
     return ok_fail(L, "config", "out of memory"), 0;
@@ -205,6 +242,6 @@ int ok_config_read(lua_State *L, int cfg, int uv, ok_config *c) {
 
 void ok_config_free(ok_config *c) {
   free(c->org_origin); free(c->token_url); free(c->client_id); free(c->scopes);
-  free(c->user_agent); free(c->ca_file); free(c->proxy);
+  free(c->user_agent); free(c->ca_file); free(c->proxy); free(c->bucket_rules);
   memset(c, 0, sizeof *c);
 }

@@ -23,6 +23,8 @@ typedef struct ok_config {
   int dpop, debug, allow_http;
   double timeout, connect_timeout, max_retries, max_retry_wait, retry_base, renew_skew;
   double max_body, max_concurrency, max_capacity, max_queue_wait;
+  ok_bucket_rule *bucket_rules;     /* buckets = {{pattern, name}, ...}: before Okta's table */
+  int nbucket_rules;
 } ok_config;
 
 /* Reads and checks the config table at cfgidx (keys already key objects, see setup.c) into
@@ -46,7 +48,10 @@ typedef struct ok_session {
   double date_value;
   ok_bucket buckets[OK_MAX_BUCKETS];
   int nbuckets, closed, scopes_warned;
+  double concurrency_cap;           /* below max_concurrency for a while, after a concurrency 429 (0: none) */
+  double concurrency_checked;       /* when the store's cap was last read (the others' 429s) */
   unsigned long token_requests, api_requests, rate_waits, retries;
+  unsigned long rate_limited, budget_cuts, concurrency_cuts; /* 429s, and what the client learned from them */
 } ok_session;
 
 /* Pushes a session for the config at cfgidx and returns 1; or pushes nil, err and returns 0. */
@@ -72,6 +77,11 @@ void ok_session_push_state(lua_State *L, ok_session *s);
  * whose ath is `rejected`; returns 1 when a fresh token was adopted. */
 int ok_session_adopt_state(lua_State *L, ok_session *s, int idx, double now, const char *rejected);
 ok_bucket *ok_session_bucket(ok_session *s, const char *name);
+/* The bucket whose count b's requests are counted in: b, or the one it shares a count with. */
+ok_bucket *ok_session_counted(ok_session *s, ok_bucket *b);
+/* The most requests this client may have in flight now (max_concurrency, or less for a while
+ * after a concurrency 429). */
+double ok_session_concurrency(const ok_session *s);
 int ok_session_gc(lua_State *L);
 
 /* ---- request.c: requests as they go on the wire ---- */

@@ -26,6 +26,8 @@ enum ok_phase {
   PH_SLOT,    /* store incr of the in-flight count */
   PH_SHAPE,   /* store get of a bucket's limit another process learned */
   PH_BUDGET,  /* store incr of the bucket's window count */
+  PH_PROBE,   /* store add of the claim to learn a bucket */
+  PH_CAP,     /* store get of the concurrency cap another process learned */
   PH_API,     /* the API request */
   PH_ITEMS,   /* a page handed to the caller */
   PH_QUEUED,  /* a queued store action (a release, a publication) */
@@ -72,7 +74,10 @@ typedef struct ok_op {
   } token;
   struct {                            /* a slot and the budget */
     int holds_slot, admitted, probing, shape_asked;
+    long count;                       /* the request's number in its window, when it was admitted */
+    double inflight;                  /* the in-flight count when it took its slot */
     double queue_deadline, backoff;   /* backoff: of the polls for the lock or a slot */
+    char claim[OK_STORE_KEY];         /* the probe claim it holds, or "" */
   } admit;
   struct {                            /* the retries of this request; each page starts afresh */
     int nonce_tries, rs_nonce, token_refreshed, rate_limited, server_errors, skew, replay;
@@ -156,8 +161,14 @@ int ok_admit_request(ok_ctx *c, ok_decision *d);
 int ok_admit_on_slot(ok_ctx *c, int in, ok_decision *d);
 int ok_admit_on_shape(ok_ctx *c, int in, ok_decision *d);
 int ok_admit_on_budget(ok_ctx *c, int in, ok_decision *d);
-/* A probe learned bucket b: counts the probe in its window and publishes the bucket. */
-void ok_admit_probe_learned(ok_ctx *c, const ok_bucket *b);
+int ok_admit_on_probe(ok_ctx *c, int in, ok_decision *d);
+int ok_admit_on_cap(ok_ctx *c, int in, ok_decision *d);
+/* A probe's answer: with rate-limit headers (described), the probe is counted in its window,
+ * a bucket it counts with is found, and the bucket is published; without, the bucket is
+ * marked as none for a window. */
+void ok_admit_probe_learned(ok_ctx *c, ok_bucket *b, int described);
+/* The store key of bucket b's window count. */
+void ok_admit_count_key(const ok_bucket *b, char key[OK_STORE_KEY]);
 
 /* ---- retry.c ---- */
 /* No response (in.error: a lost connection, a timeout): a retry when safe, else the error. */

@@ -47,6 +47,8 @@ static int on_api(ok_ctx *c, int in, ok_decision *d) {
   if (!lua_isnil(c->L, -1)) {
     lua_pop(c->L, 1);
     if (c->op->admit.probing) ok_session_bucket(c->s, c->op->bucket)->probe_until = 0;
+    if (c->op->admit.claim[0]) ok_op_queue_store(c, "delete", c->op->admit.claim, 0, 0); /* let another learn it */
+    c->op->admit.claim[0] = '\0';
     c->op->admit.probing = 0;
     return ok_retry_lost(c, in, c->op->idempotent, d);
   }
@@ -69,6 +71,7 @@ static const rule RULES[PH_END] = {
     [PH_PEEK] = ok_admit_on_peek,     [PH_LOCK] = ok_admit_on_lock,     [PH_RECHECK] = ok_admit_on_recheck,
     [PH_TOKEN] = on_token,            [PH_SLOT] = on_slot,              [PH_SHAPE] = ok_admit_on_shape,
     [PH_BUDGET] = ok_admit_on_budget, [PH_API] = on_api,                [PH_ITEMS] = on_items,
+    [PH_PROBE] = ok_admit_on_probe,   [PH_CAP] = ok_admit_on_cap,
 };
 
 /* What the operation needs now: a token (unless it holds a fresh one), then for a token

@@ -15,7 +15,7 @@ int ok_op_gc(lua_State *L) {
 
 int ok_op_create(lua_State *L, int sidx, enum ok_op_kind kind, const char *method, const char *url, int hidx, int bidx) {
   ok_op *op;
-  ok_session_check(L, sidx);
+  ok_session *s = ok_session_check(L, sidx);
   sidx = lua_absindex(L, sidx);
   hidx = hidx ? lua_absindex(L, hidx) : 0;
   bidx = bidx ? lua_absindex(L, bidx) : 0;
@@ -35,7 +35,7 @@ int ok_op_create(lua_State *L, int sidx, enum ok_op_kind kind, const char *metho
   if (!op->method || !op->url) return luaL_error(L, "out of memory");
   op->idempotent = strcmp(method, "GET") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "DELETE") == 0 ||
                    strcmp(method, "HEAD") == 0 || strcmp(method, "OPTIONS") == 0;
-  ok_bucket_name(method, ok_url_path(url), op->bucket);
+  ok_bucket_name(s->cfg.bucket_rules, s->cfg.nbucket_rules, method, ok_url_path(url), op->bucket);
   return 1;
 }
 

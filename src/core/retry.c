@@ -106,6 +106,7 @@ int ok_retry_token(ok_ctx *c, const ok_answer *a, ok_decision *d) {
               a->code, c->s->clock_offset);
     return ok_decide(d, NEXT_SEND_TOKEN);
   }
+  if (status == 429) c->s->rate_limited++;
   if (status == 429 && rate_limited(c, a, 1, d)) return 1;
   if (retryable_status(status) && c->op->retry.server_errors < c->s->cfg.max_retries)
     return ok_decide_sleep(d, backoff(c->s, c->op->retry.server_errors++), "server_error");
@@ -113,6 +114,48 @@ int ok_retry_token(ok_ctx *c, const ok_answer *a, ok_decision *d) {
 }
 
 /* ---- the management API ---- */
+
+/* A 429 is information. The concurrency limit's (X-Rate-Limit-Limit: 0) lowers the requests in
+ * flight to one fewer than when it came, for a minute; a bucket's, while this client believed it
+ * was inside its budget (the app's share is lower than max_capacity), ends this client's use of
+ * that window: its count is raised past the budget in the store, so every worker and host that
+ * shares it waits for the next window, where the share recovers. */
+static void learn_from_429(ok_ctx *c, const ok_answer *a) {
+  ok_session *s = c->s;
+  ok_op *op = c->op;
+  double limit = a->rl_limit ? ok_header_min(a->rl_limit) : -1, snow = ok_server_now(s, c->now);
+  ok_bucket *b = ok_session_counted(s, ok_session_bucket(s, op->bucket));
+  char key[OK_STORE_KEY];
+  long allowed;
+  s->rate_limited++;
+  if (limit == 0) {
+    double cap = op->admit.inflight > 1 ? op->admit.inflight - 1 : 1;
+    s->concurrency_cap = cap < ok_session_concurrency(s) ? cap : ok_session_concurrency(s);
+    s->concurrency_checked = c->now;
+    s->concurrency_cuts++;
+    ok_op_log(c, "concurrency 429 with %.0f in flight: at most %.0f for a minute", op->admit.inflight, s->concurrency_cap);
+    lua_pushnumber(c->L, s->concurrency_cap);
+    ok_op_queue_store(c, "set", "concurrency", -1, 60);
+    lua_pop(c->L, 1);
+    return;
+  }
+  allowed = ok_bucket_allowed(b, s->cfg.max_capacity);
+  if (!(limit > 0) || !ok_bucket_window_open(b, snow) || op->admit.count < 1 || op->admit.count > allowed) return;
+  s->budget_cuts++;
+  ok_op_log(c, "%s: a 429 at request %ld of the %ld this client allows itself (the server says limit %.0f, %.0f used): "
+            "the app's share is lower; no more requests in this window (%.1f s)", b->name, op->admit.count, allowed,
+            b->limit, b->seen_used, b->reset - snow);
+  ok_admit_count_key(b, key);
+  lua_pushinteger(c->L, allowed + 1);
+  ok_op_queue_store(c, "incr", key, -1, b->reset - snow + 60);
+  lua_pop(c->L, 1);
+}
+
+/* Okta's answer to a token it no longer accepts: a challenge, or (without one) a JSON E0000011
+ * "Invalid token provided" body; the Node SDK drops its token and retries once on any 401. */
+static int token_refused(const ok_answer *a) {
+  return a->said == SAID_INVALID_TOKEN || (!a->www && a->code && strcmp(a->code, "E0000011") == 0);
+}
 
 int ok_retry_api(ok_ctx *c, const ok_answer *a, ok_decision *d) {
   ok_op *op = c->op;
@@ -131,10 +174,11 @@ int ok_retry_api(ok_ctx *c, const ok_answer *a, ok_decision *d) {
               "retrying once with a fresh one");
     return ok_decide(d, NEXT_DECIDE);
   }
-  if (status == 401 && a->said == SAID_INVALID_TOKEN && !op->retry.token_refreshed && s->token) {
+  if (status == 429) learn_from_429(c, a);
+  if (status == 401 && token_refused(a) && !op->retry.token_refreshed && s->token) {
     op->retry.token_refreshed = 1;
     memcpy(op->token.rejected, s->token_ath, sizeof op->token.rejected);
-    ok_op_log(c, "access token refused (invalid_token): fetching a new one once");
+    ok_op_log(c, "access token refused (%s): fetching a new one once", a->said == SAID_INVALID_TOKEN ? "invalid_token" : a->code);
     return ok_decide(d, NEXT_DECIDE);
   }
   if (status == 429 && rate_limited(c, a, 0, d)) return 1;

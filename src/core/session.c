@@ -175,6 +175,14 @@ ok_bucket *ok_session_bucket(ok_session *s, const char *name) {
   return &s->buckets[i];
 }
 
+ok_bucket *ok_session_counted(ok_session *s, ok_bucket *b) {
+  return b->counted_as[0] ? ok_session_bucket(s, b->counted_as) : b;
+}
+
+double ok_session_concurrency(const ok_session *s) {
+  return s->concurrency_cap > 0 && s->concurrency_cap < s->cfg.max_concurrency ? s->concurrency_cap : s->cfg.max_concurrency;
+}
+
 static void name_keys(char out[32], const char *tag, const char *id) {
   unsigned char md[32];
   ok_sha256(id, strlen(id), md);

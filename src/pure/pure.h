@@ -54,32 +54,47 @@ typedef void (*ok_dotenv_cb)(void *ud, const char *key, size_t klen, const char 
  * number of pairs, or -(line number) of the first malformed line. */
 int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, void *ud);
 
-/* ---- ratelimit.c: Okta's rate-limit buckets and the pacing rule ---- */
+/* ---- ratelimit.c: Okta's rate-limit buckets and the pacing arithmetic ---- */
 #define OK_BUCKET_NAME 48
-/* The endpoint family a request counts against, as Okta's rate-limit tables group them:
- * "/api/v1/users" (list, create), "/api/v1/users/{id}" (one user), and so on. */
-void ok_bucket_name(const char *method, const char *path, char out[OK_BUCKET_NAME]);
+#define OK_BUCKET_PATTERN 200
 
-/* What one client knows of one bucket, from X-Rate-Limit-* headers, in server seconds. */
+/* A family of endpoints: "[METHOD[,METHOD] ]/path/{id}/..." (a last "*" for any rest), or "*". */
+typedef struct ok_bucket_rule {
+  char pattern[OK_BUCKET_PATTERN];
+  char name[OK_BUCKET_NAME];
+} ok_bucket_rule;
+
+/* NULL when pattern is well-formed, else why not. */
+const char *ok_bucket_pattern_check(const char *pattern);
+int ok_bucket_pattern_matches(const char *pattern, const char *method, const char *path);
+/* The bucket a request counts against: the first of rules (a configuration's) that matches,
+ * else Okta's table ("/api/v1/users", "GET /api/v1/users/{id}", "/api/v1/apps", ...). */
+void ok_bucket_name(const ok_bucket_rule *rules, int nrules, const char *method, const char *path,
+                    char out[OK_BUCKET_NAME]);
+
+/* What one client knows of one bucket, in server seconds. */
 typedef struct ok_bucket {
   char name[OK_BUCKET_NAME];
-  double limit;        /* X-Rate-Limit-Limit; 0 until a response said */
-  double reset;        /* end of the window the counts belong to */
-  double seen_used;    /* the most of the window the server said was used (limit - remaining) */
-  double probe_until;  /* a first request is out to learn the limit, until this time */
+  char counted_as[OK_BUCKET_NAME]; /* another bucket whose count this one shares, or "" */
+  double limit;           /* X-Rate-Limit-Limit; 0 until a response said */
+  double reset;           /* the end of the window, as the server's latest X-Rate-Limit-Reset says */
+  double seen_used;       /* the most of that window the server said was used (limit - remaining) */
+  double unlimited_until; /* answers came without rate-limit headers: no bucket until then */
+  double probe_until;     /* a request of this client is out to learn the bucket, until then */
 } ok_bucket;
 
 /* Takes in one response's headers (values as sent, or NULL); returns 1 when they described
  * an org-wide bucket (a concurrency 429 says limit 0 and is not one). */
 int ok_bucket_observe(ok_bucket *b, const char *limit, const char *remaining, const char *reset);
-/* Takes in a limit and a window end another process learned (its store entry); returns 1 when
- * they are usable. The window is then rolled forward by the caller. */
-int ok_bucket_adopt(ok_bucket *b, double limit, double reset);
-/* Moves the bucket to the window that holds server time now (Okta's windows are minutes). */
-void ok_bucket_roll(ok_bucket *b, double now);
+/* Whether the window the server described is still open at server time now. */
+int ok_bucket_window_open(const ok_bucket *b, double now);
 /* Requests this client may send in the bucket's window: max_capacity of the limit, at least 1. */
 long ok_bucket_allowed(const ok_bucket *b, double max_capacity);
-/* Whether the count-th request of the window fits in the budget. */
+/* Whether the count-th request of the window fits in the budget (the server's count wins when
+ * it is higher). */
 int ok_bucket_admits(const ok_bucket *b, double max_capacity, long count);
+/* Whether b's first answer shows it counts with other: the same limit and window, and a count
+ * that already holds other's requests. */
+int ok_bucket_shares_count(const ok_bucket *b, const ok_bucket *other);
 
 #endif
