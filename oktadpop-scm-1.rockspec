@@ -16,6 +16,7 @@ external_dependencies = {
   -- header not named: Debian keeps curl.h under the multiarch include folder, which the
   -- compiler searches but luarocks does not.
   CURL = { library = "curl" },
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "builtin",
@@ -29,6 +30,7 @@ build = {
     ["oktadpop.resty"] = "lua/oktadpop/resty.lua",
     ["oktadpop.resty.guard"] = "lua/oktadpop/resty/guard.lua",
     ["oktadpop.resty.http"] = "lua/oktadpop/resty/http.lua",
+    ["oktadpop.resty.redis"] = "lua/oktadpop/resty/redis.lua",
     oktadpop = {
       sources = {
         "src/binding/core_lua.c", "src/binding/module.c", "src/binding/setup.c",
@@ -39,12 +41,12 @@ build = {
         "src/lua/class.c", "src/lua/compat.c", "src/lua/errors.c", "src/lua/files.c",
         "src/lua/headers.c", "src/lua/json.c", "src/lua/options.c", "src/lua/stack.c",
         "src/pure/b64url.c", "src/pure/dotenv.c", "src/pure/httpfields.c", "src/pure/ratelimit.c",
-        "src/pure/url.c", "src/transport/curl.c"
+        "src/pure/redisurl.c", "src/pure/url.c", "src/transport/curl.c", "src/transport/redis.c"
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "crypto", "curl", "m" },
-      incdirs = { "src", "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)" },
-      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)" },
+      libraries = { "crypto", "curl", "hiredis", "m" },
+      incdirs = { "src", "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
     },
   },
   install = { bin = { oktadpop = "bin/oktadpop" } },

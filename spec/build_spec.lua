@@ -46,9 +46,9 @@ end
 
 describe("the build", function()
   for _, so in ipairs({"build/5.4/oktadpop.so", "build/5.1/oktadpop.so"}) do
-    it(so .. " needs libcrypto, libcurl and libm, and exports only luaopen_oktadpop", function()
+    it(so .. " needs libcrypto, libcurl, libhiredis and libm, and exports only luaopen_oktadpop", function()
       local dyn = sh("readelf -d " .. so)
-      for _, lib in ipairs({"libcrypto.so", "libcurl.so", "libm.so"}) do
+      for _, lib in ipairs({"libcrypto.so", "libcurl.so", "libhiredis.so", "libm.so"}) do
         assert.matches("NEEDED.-%[" .. lib:gsub("%.", "%%."), dyn)
       end
       assert.is_nil(dyn:match("liblua"), "the host supplies Lua: never linked")

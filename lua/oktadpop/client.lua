@@ -6,7 +6,8 @@
 --   transport(send_action) -> response   {status=, headers=, body=} or {error=}; may yield
 --   sleep(seconds), now() -> epoch seconds
 --   spawn(fn) -> thread, wait(thread) -> ok, err   concurrency for batch
---   log(line)                                       where debug lines go when debug = true
+--   log(line [, "warn"])                            where debug lines go when debug = true, and
+--                                                   the few warnings that go out without it
 --   close()                                         frees the transport (optional)
 -- and a store with the five calls of an nginx shared dict. oktadpop.new (lua/oktadpop/curl.lua,
 -- libcurl) and oktadpop.resty.new (cosockets) both answer objects of this one class.
@@ -23,14 +24,6 @@ local Client = {}
 
 local NAMESPACES = {users = true, groups = true, apps = true, factors = true, logs = true}
 
--- One store action (the core's get/set/add/incr/delete) on any store with a shared dict's calls.
-local function store_call(store, a)
-  local op = a.op
-  if op == "incr" then return (store:incr(a.key, a.value, 0, a.ttl)) end
-  if op == "get" then return (store:get(a.key)) end
-  return (store[op](store, a.key, a.value, a.ttl))
-end
-
 -- A debug callback runs in a coroutine of its own: it may fail or yield, and neither reaches
 -- the call it describes.
 local function log_lines(self, lines)
@@ -41,6 +34,57 @@ local function log_lines(self, lines)
   end
 end
 
+-- One store action (the core's get/set/add/incr/delete) on any store with a shared dict's
+-- calls: the answer, or nil and the store's error when it failed (add's false, "exists" and a
+-- get of nothing are answers).
+local function store_call(store, a)
+  local op = a.op
+  local v, err
+  if op == "incr" then v, err = store:incr(a.key, a.value, 0, a.ttl)
+  elseif op == "get" then v, err = store:get(a.key)
+  else v, err = store[op](store, a.key, a.value, a.ttl) end
+  if op == "add" and v == false and err == "exists" then return false end
+  local failed = (op == "set" or op == "add") and not v or v == nil and err ~= nil and type(err) ~= "number"
+  if failed then return nil, err or "no answer" end
+  if op == "get" or op == "incr" then return v end
+  return true
+end
+
+local STORE_RETRY = 5        -- seconds between tries of a shared store that failed
+local STORE_LOG_EVERY = 60   -- at most one log line a minute about it
+
+-- A store action on the client's store. A shared store that fails (an error answered or
+-- raised) sends the client to its own in-process store at a reduced share (a quarter of
+-- max_capacity and max_concurrency: it cannot see what other hosts send) until the shared one
+-- answers again, tried every STORE_RETRY seconds; with store_fallback = false the call ends
+-- with an error of kind "store" instead.
+local function store_action(self, a)
+  local now = self.driver.now()
+  if self.degraded_until and now < self.degraded_until then return (store_call(self.backup, a)) end
+  local ok, v, err = pcall(store_call, self.store, a)
+  if ok and not (v == nil and err ~= nil) then
+    if self.degraded_until then
+      self.degraded_until = nil
+      self.session:degrade(false)
+      log_lines(self, {"store: the shared store answers again: back on it, at the full share"})
+    end
+    return v
+  end
+  local why = tostring(ok and (type(err) == "table" and err.message or err) or v)
+  if not self.backup then error(core.error("store", "the store failed: " .. why), 0) end
+  if not self.degraded_until then
+    self.store_fallbacks = self.store_fallbacks + 1
+    self.session:degrade(true)
+  end
+  self.degraded_until = now + STORE_RETRY
+  if now >= (self.store_logged_at or -math.huge) + STORE_LOG_EVERY then
+    self.store_logged_at = now
+    local line = "store: the shared store failed (" .. why .. "): on the in-process store at a quarter of the share"
+    if self.debug then log_lines(self, {line}) else self.driver.log(line, "warn") end
+  end
+  return (store_call(self.backup, a))
+end
+
 local function closed_error() return core.error("config", "the client is closed") end
 
 -- Raised inside run when the batch an operation runs for has failed: it gives up at its next
@@ -49,7 +93,7 @@ local CANCELLED = setmetatable({}, {__tostring = function() return "cancelled" e
 
 local function run(self, op, batch)
   local driver = self.driver
-  local step, now, transport, sleep, store = op.step, driver.now, driver.transport, driver.sleep, self.store
+  local step, now, transport, sleep = op.step, driver.now, driver.transport, driver.sleep
   local action = step(op, nil, now())
   while true do
     if action.log then log_lines(self, action.log) end
@@ -57,7 +101,7 @@ local function run(self, op, batch)
     if kind == "send" then
       action = step(op, transport(action), now())
     elseif kind == "store" then
-      action = step(op, store_call(store, action), now())
+      action = step(op, store_action(self, action), now())
     elseif kind == "sleep" then
       if batch and batch.failure then error(CANCELLED, 0) end
       sleep(action.seconds)
@@ -74,8 +118,9 @@ local function drive(self, op, batch)
   if self.closed then return {action = "fail", error = closed_error()} end
   local ok, action = pcall(run, self, op, batch)
   if ok then return action end
-  for _, a in pairs(op:abort()) do pcall(store_call, self.store, a) end
+  for _, a in pairs(op:abort()) do pcall(store_action, self, a) end
   if action == CANCELLED then return {action = "fail", error = core.error("config", "cancelled: the batch failed")} end
+  if type(action) == "table" and action.kind == "store" then return {action = "fail", error = action} end
   error(action, 0)
 end
 
@@ -292,6 +337,9 @@ function Client:__index(k)
     return ns
   end
   local v = self.session[k]
+  if k == "stats" then -- the session's counts, and the store's
+    v.store_fallbacks, v.store = self.store_fallbacks, self.degraded_until and "fallback" or "shared"
+  end
   if type(v) ~= "function" then return v end
 end
 
@@ -302,12 +350,18 @@ Client.__close = Client.close -- local okta <close> = oktadpop.new{...} (Lua 5.4
 -- store is any object with a shared dict's five calls (default: in-process); make_driver(session)
 -- answers the driver table described above. The session's warnings go to the debug log.
 function M.make(config, driver_options, store, make_driver)
-  local session, warnings = core.session(config, driver_options)
+  if config.store_fallback ~= nil and type(config.store_fallback) ~= "boolean" then
+    return nil, core.error("config", "store_fallback must be a boolean")
+  end
+  local options = {"store_fallback"}
+  for i = 1, #driver_options do options[#options + 1] = driver_options[i] end
+  local session, warnings = core.session(config, options)
   if not session then return nil, warnings end
   local debug = config.debug
   if type(debug) ~= "function" then debug = session.debug end
   local self = setmetatable({session = session, store = store or core.memory_store(), driver = make_driver(session),
-                             debug = debug}, Client)
+                             debug = debug, store_fallbacks = 0}, Client)
+  if store and config.store_fallback ~= false then self.backup = core.memory_store() end
   log_lines(self, warnings)
   return self
 end

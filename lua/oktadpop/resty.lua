@@ -17,12 +17,18 @@ local _M = {_VERSION = oktadpop._VERSION}
 -- Options of this driver, beside the core's (oktadpop.new's).
 local DRIVER_OPTIONS = {"shared_dict", "transport", "store"}
 
+--- resty.redis_store{url=, prefix=, timeout=, pool_size=, keepalive=} -> store | nil, err: a
+-- store in Redis for store= (and the guard's replay_store=), shared by every node of a fleet
+-- (oktadpop.resty.redis).
+-- @function redis_store
+function _M.redis_store(opts) return require("oktadpop.resty.redis").new(opts) end
+
 local function sleep(seconds)
   ngx.sleep(seconds)
   ngx.update_time()
 end
 
-local function log_line(line) ngx.log(ngx.INFO, "oktadpop: ", line) end
+local function log_line(line, level) ngx.log(level == "warn" and ngx.WARN or ngx.INFO, "oktadpop: ", line) end
 
 --- A client inside nginx: resty.new(config) -> client | nil, err. config is oktadpop.new's, plus
 -- shared_dict (a lua_shared_dict name: the token, its lock, the concurrency and rate-limit

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include "binding/binding.h"
 
 /* Checks (method, path, {query=, body=, headers=} at oidx) and pushes an operation of kind. */
@@ -99,6 +100,16 @@ static int session_poll(lua_State *L) {
     }
   }
   return pages_op(L, OK_OP_POLL, 4, 5);
+}
+
+/*** session:degrade(on): while on, the session uses a quarter of max_capacity and of
+ * max_concurrency (a driver whose shared store failed runs on its own store meanwhile).
+ * @function session:degrade
+ */
+static int session_degrade(lua_State *L) {
+  ok_session *s = ok_session_check(L, 1);
+  s->degraded = lua_toboolean(L, 2);
+  return 0;
 }
 
 static int session_close(lua_State *L) {
@@ -206,6 +217,36 @@ static int core_headers(lua_State *L) {
   return ok_headers_push(L, block, n) ? 1 : 2;
 }
 
+/*** oktadpop.core.redis_url(url) -> {host=, port=, user=, password=, db=, tls=} | nil, err: the
+ * Redis URL as both Redis stores read it.
+ * @function core.redis_url
+ */
+static int core_redis_url(lua_State *L) {
+  ok_redis_target t;
+  const char *why = ok_redis_url(luaL_checkstring(L, 1), &t);
+  if (why) return ok_fail(L, "config", "redis_store: %s", why);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, t.host); lua_setfield(L, -2, "host");
+  lua_pushinteger(L, t.port); lua_setfield(L, -2, "port");
+  lua_pushinteger(L, t.db); lua_setfield(L, -2, "db");
+  lua_pushboolean(L, t.tls); lua_setfield(L, -2, "tls");
+  if (t.user[0]) { lua_pushstring(L, t.user); lua_setfield(L, -2, "user"); }
+  if (t.password[0]) { lua_pushstring(L, t.password); lua_setfield(L, -2, "password"); }
+  OPENSSL_cleanse(&t, sizeof t);
+  return 1;
+}
+
+/*** oktadpop.core.redis_key(prefix, key) -> the key a Redis store keeps (a hash tag per client).
+ * @function core.redis_key
+ */
+static int core_redis_key(lua_State *L) {
+  char out[512];
+  size_t n = ok_redis_key(luaL_checkstring(L, 1), luaL_checkstring(L, 2), out, sizeof out);
+  luaL_argcheck(L, n > 0, 2, "key too long");
+  lua_pushlstring(L, out, n);
+  return 1;
+}
+
 /*** oktadpop.core.error(kind, message) -> an error object, for drivers written in Lua.
  * @function core.error
  */
@@ -233,15 +274,19 @@ static int op_abort(lua_State *L) {
 void ok_core_open(lua_State *L) {
   static const luaL_Reg session_methods[] = {
       {"operation", session_operation}, {"token_operation", session_token_operation}, {"pages", session_pages},
-      {"poll", session_poll}, {"close", session_close}, {NULL, NULL}};
+      {"poll", session_poll}, {"degrade", session_degrade}, {"close", session_close}, {NULL, NULL}};
   static const luaL_Reg session_meta[] = {
       {"__gc", ok_session_gc}, {"__tostring", session_tostring}, {"__index", session_index}, {NULL, NULL}};
   static const luaL_Reg op_methods[] = {{"step", op_step}, {"abort", op_abort}, {NULL, NULL}};
   static const luaL_Reg op_meta[] = {{"__gc", ok_op_gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"result", core_result}, {"error", core_error}, {"headers", core_headers},
-                                   {NULL, NULL}};
+                                   {"redis_url", core_redis_url}, {"redis_key", core_redis_key}, {NULL, NULL}};
   ok_class(L, OK_SESSION_MT, session_methods, session_meta);
   ok_class(L, OK_OP_MT, op_methods, op_meta);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
+  lua_createtable(L, 0, 2); /* core.redis_scripts: what both Redis stores run */
+  lua_pushstring(L, OK_REDIS_INCR); lua_setfield(L, -2, "incr");
+  lua_pushstring(L, OK_REDIS_REPLAY); lua_setfield(L, -2, "replay");
+  lua_setfield(L, -2, "redis_scripts");
 }

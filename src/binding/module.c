@@ -71,6 +71,7 @@ int luaopen_oktadpop(lua_State *L) {
   ok_errors_open(L);
   ok_keys_open(L);
   ok_transport_open(L);
+  ok_redis_open(L);
   open_pretty(L);
   ok_core_open(L); /* the core table, for drivers */
   ok_setup_open(L);

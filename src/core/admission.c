@@ -280,14 +280,14 @@ int ok_admit_on_budget(ok_ctx *c, int in, ok_decision *d) {
   long count = lua_type(c->L, in) == LUA_TNUMBER ? (long)lua_tonumber(c->L, in) : 0;
   double snow = ok_server_now(c->s, c->now), wait = b->reset - snow + 0.05; /* never past the reset + 1 s */
   c->op->admit.count = count;
-  if (ok_bucket_admits(b, c->s->cfg.max_capacity, count)) {
+  if (ok_bucket_admits(b, ok_session_capacity(c->s), count)) {
     c->op->admit.admitted = 1;
     return ok_admit_request(c, d);
   }
   c->s->rate_waits++;
   ok_op_log(c, "pacing %s: request %ld, %ld allowed in this window (%.0f%% of the limit %.0f; the server counts %.0f "
-            "used, the window ends in %.1f s): waiting %.1f s", b->name, count, ok_bucket_allowed(b, c->s->cfg.max_capacity),
-            c->s->cfg.max_capacity * 100, b->limit, b->seen_used, b->reset - snow, wait);
+            "used, the window ends in %.1f s): waiting %.1f s", b->name, count, ok_bucket_allowed(b, ok_session_capacity(c->s)),
+            ok_session_capacity(c->s) * 100, b->limit, b->seen_used, b->reset - snow, wait);
   ok_op_release_slot(c);
   if (c->now + wait > c->op->admit.queue_deadline) return queue_timeout(c, d);
   return ok_decide_sleep(d, wait, "ratelimit");

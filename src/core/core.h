@@ -49,6 +49,7 @@ typedef struct ok_session {
   ok_bucket buckets[OK_MAX_BUCKETS];
   int nbuckets, closed, scopes_warned;
   double concurrency_cap;           /* below max_concurrency for a while, after a concurrency 429 (0: none) */
+  int degraded;                     /* the shared store failed: a reduced share, on the driver's own store */
   double concurrency_checked;       /* when the store's cap was last read (the others' 429s) */
   unsigned long token_requests, api_requests, rate_waits, retries;
   unsigned long rate_limited, budget_cuts, concurrency_cuts; /* 429s, and what the client learned from them */
@@ -82,6 +83,9 @@ ok_bucket *ok_session_counted(ok_session *s, ok_bucket *b);
 /* The most requests this client may have in flight now (max_concurrency, or less for a while
  * after a concurrency 429). */
 double ok_session_concurrency(const ok_session *s);
+/* The share of each bucket this client may use now: max_capacity, or a quarter of it while its
+ * shared store is down (it cannot see what the other hosts send). */
+double ok_session_capacity(const ok_session *s);
 int ok_session_gc(lua_State *L);
 
 /* ---- request.c: requests as they go on the wire ---- */

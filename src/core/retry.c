@@ -139,7 +139,7 @@ static void learn_from_429(ok_ctx *c, const ok_answer *a) {
     lua_pop(c->L, 1);
     return;
   }
-  allowed = ok_bucket_allowed(b, s->cfg.max_capacity);
+  allowed = ok_bucket_allowed(b, ok_session_capacity(s));
   if (!(limit > 0) || !ok_bucket_window_open(b, snow) || op->admit.count < 1 || op->admit.count > allowed) return;
   s->budget_cuts++;
   ok_op_log(c, "%s: a 429 at request %ld of the %ld this client allows itself (the server says limit %.0f, %.0f used): "

@@ -179,8 +179,15 @@ ok_bucket *ok_session_counted(ok_session *s, ok_bucket *b) {
   return b->counted_as[0] ? ok_session_bucket(s, b->counted_as) : b;
 }
 
+#define OK_DEGRADED_SHARE 0.25
+
 double ok_session_concurrency(const ok_session *s) {
-  return s->concurrency_cap > 0 && s->concurrency_cap < s->cfg.max_concurrency ? s->concurrency_cap : s->cfg.max_concurrency;
+  double max = s->degraded ? ceil(s->cfg.max_concurrency * OK_DEGRADED_SHARE) : s->cfg.max_concurrency;
+  return s->concurrency_cap > 0 && s->concurrency_cap < max ? s->concurrency_cap : max;
+}
+
+double ok_session_capacity(const ok_session *s) {
+  return s->degraded ? s->cfg.max_capacity * OK_DEGRADED_SHARE : s->cfg.max_capacity;
 }
 
 static void name_keys(char out[32], const char *tag, const char *id) {

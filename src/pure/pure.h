@@ -97,4 +97,17 @@ int ok_bucket_admits(const ok_bucket *b, double max_capacity, long count);
  * that already holds other's requests. */
 int ok_bucket_shares_count(const ok_bucket *b, const ok_bucket *other);
 
+/* ---- redisurl.c: what both Redis stores agree on ---- */
+typedef struct ok_redis_target {
+  char host[256], user[128], password[256];
+  int port, db, tls;
+} ok_redis_target;
+/* Reads "redis://[user:password@]host:port[/db]" (or rediss://) into t; NULL, or why not. */
+const char *ok_redis_url(const char *url, ok_redis_target *t);
+/* The key a Redis store keeps for a store key: prefix, then the client's part of the key in a
+ * hash tag ("okd:<id>:state" becomes "{okd:<id>}:state"); its length, 0 when it does not fit. */
+size_t ok_redis_key(const char *prefix, const char *key, char *out, size_t outsz);
+/* The scripts of incr(key, by, init, init_ttl) and of the guard's replay record. */
+extern const char OK_REDIS_INCR[], OK_REDIS_REPLAY[];
+
 #endif

@@ -1,5 +1,6 @@
-/* transport.h: the plain driver's transport (transport/curl.c), reached from Lua as
- * oktadpop.libcurl; it knows the Lua basics and libcurl, nothing of the core. */
+/* transport.h: the plain driver's I/O: the libcurl transport (transport/curl.c, reached from
+ * Lua as oktadpop.libcurl) and the Redis store (transport/redis.c, oktadpop.redis_store); they
+ * know the Lua basics, libcurl and hiredis, nothing of the core. */
 #ifndef OKTADPOP_TRANSPORT_H
 #define OKTADPOP_TRANSPORT_H
 
@@ -7,5 +8,7 @@
 
 /* Sets oktadpop.libcurl (engine, clock) in the module table on top. */
 void ok_transport_open(lua_State *L);
+/* Sets oktadpop.redis_store (transport/redis.c) in the module table on top. */
+void ok_redis_open(lua_State *L);
 
 #endif
