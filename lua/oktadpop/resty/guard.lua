@@ -277,13 +277,29 @@ end
 
 -- Records the proof's jti for as long as the proof could be accepted: counted from its own
 -- iat, rounded up, one second spare. A full store refuses (fails closed).
+-- A store with replay_add (oktadpop's Redis stores) also refuses a proof older than its own
+-- data, so a Redis that lost its data (a restart, an eviction) never accepts a replay. Answers
+-- true, or false and why: "exists", "predates", or "store" (it failed: the caller fails closed).
 function Guard:first_use(pclaims, now)
   local o = self.opts
   local ttl = ceil(pclaims.iat + o.max_age + o.leeway - now) + 1
-  local ok, err = self.replay:add("jti:" .. pclaims.jti, true, ttl > 1 and ttl or 1)
+  local replay, ok, err = self.replay, nil, nil
+  if replay.replay_add then ok, err = replay:replay_add(pclaims.jti, ttl > 1 and ttl or 1, now, pclaims.iat)
+  else ok, err = replay:add("jti:" .. pclaims.jti, true, ttl > 1 and ttl or 1) end
   if ok then return true end
-  if err ~= "exists" then ngx.log(ngx.ERR, "oktadpop guard: replay store: ", tostring(err)) end
-  return false
+  if err == "exists" or err == "predates" then return false, err end
+  ngx.log(ngx.ERR, "oktadpop guard: replay store: ", tostring(type(err) == "table" and err.message or err))
+  return false, "store"
+end
+
+-- The replay store could not answer: 503 with a JSON body, and no proof goes unchecked.
+local function unavailable()
+  ngx.status = 503
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.header["Retry-After"] = "1"
+  ngx.print(cjson.encode{error = "temporarily_unavailable", error_description = "the replay cache cannot be reached"})
+  return ngx.exit(ngx.HTTP_OK)
 end
 
 --- Runs the guard on this request (access phase): guard:protect().
@@ -307,8 +323,11 @@ function Guard:protect()
   if self.nonces and not self:nonce_ok(pclaims.nonce, now) then
     return deny(self, ngx.HTTP_UNAUTHORIZED, "use_dpop_nonce", "Resource server requires nonce in DPoP proof")
   end
-  if not self:first_use(pclaims, now) then
-    return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof has been used before")
+  local fresh, why = self:first_use(pclaims, now)
+  if why == "store" then return unavailable() end
+  if not fresh then
+    return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", why == "predates"
+      and "the DPoP proof is older than the replay cache: make a new one" or "the DPoP proof has been used before")
   end
   if not has_scopes(claims, self.opts.required_scopes) then
     return deny(self, ngx.HTTP_FORBIDDEN, "insufficient_scope", "the access token lacks a required scope",
