@@ -371,7 +371,7 @@ static int iterate(lua_State *L, const char *method) {
   return 1;
 }
 
-/*** for item in client:paginate(path [, query [, {from=, max_pages=}]]) do ... end
+/*** for item in client:paginate(path [, query [, {from=, max_pages=, max_items=}]]) do ... end
  * @function client:paginate
  */
 static int client_paginate(lua_State *L) {

@@ -27,6 +27,7 @@ typedef struct ok_op {
   long long sent_iat;              /* of the last token request */
   double lock_until, lock_give_up, queue_deadline, wait;
   double interval, stop_at, max_pages, max_items, pages, items;
+  double skip;                     /* items of the page at url handed out when max_items cut it */
 } ok_op;
 
 /* Everything a rule needs: the operation and its index, its session, the driver's time. */

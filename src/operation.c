@@ -309,6 +309,7 @@ int ok_op_page_options(lua_State *L, int opidx, int idx) {
       !ok_opt_number(L, idx, "max_items", OK_NO_LIMIT, 1, OK_NO_LIMIT, &op->max_items) ||
       !ok_opt_number(L, idx, "duration", OK_NO_LIMIT, 0, OK_NO_LIMIT, &duration))
     return 0;
+  op->max_items = floor(op->max_items); /* a page is cut at a whole item */
   op->stop_at = duration; /* relative until the first step knows the time */
   return 1;
 }

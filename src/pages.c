@@ -5,8 +5,12 @@
  *             link on a polling query, even on an empty page), or fail at max_pages;
  *   poll      never on an empty page: it sleeps `interval` and asks the same link again, until
  *             max_items, max_pages or duration is reached or the caller stops.
+ * max_items ends either walk at exactly that many items: a page is cut to what is left of it.
  * A failure says where to resume: err.next is the page not yet handed out, so a resumed walk
- * loses no item and repeats none. Part of the core: no I/O. */
+ * loses no item and repeats none. A walk that max_items stopped mid-page ends with done.next
+ * naming that same page and done.skip the number of its items already handed out: a walk
+ * resumed there skips that many (a page's content is the server's, so it may have moved).
+ * Part of the core: no I/O. */
 #include <string.h>
 #include "op.h"
 
@@ -37,8 +41,23 @@ static int done(ok_ctx *c) {
   lua_pushliteral(L, "done"); lua_setfield(L, -2, "action");
   lua_pushnumber(L, c->op->pages); lua_setfield(L, -2, "pages");
   lua_pushnumber(L, c->op->items); lua_setfield(L, -2, "items");
-  if (c->op->next) { lua_pushstring(L, c->op->next); lua_setfield(L, -2, "next"); }
+  if (c->op->skip > 0) { /* cut mid-page: the resume point is that page itself */
+    lua_pushstring(L, c->op->url); lua_setfield(L, -2, "next");
+    lua_pushnumber(L, c->op->skip); lua_setfield(L, -2, "skip");
+  } else if (c->op->next) {
+    lua_pushstring(L, c->op->next); lua_setfield(L, -2, "next");
+  }
   return ok_op_emit(c, PH_END);
+}
+
+/* Replaces the list on top with its first keep items. */
+static void cut_page(lua_State *L, size_t keep) {
+  lua_createtable(L, (int)keep, 0);
+  for (size_t i = 1; i <= keep; i++) {
+    lua_rawgeti(L, -2, (lua_Integer)i);
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  lua_remove(L, -2);
 }
 
 /* The page's list: a JSON array (cjson gives a table whose keys are 1..n). */
@@ -98,6 +117,12 @@ int ok_pages_answer(ok_ctx *c, int ridx) {
   if (!take_next(c, ridx)) return ok_op_fail_pushed(c);
   n = lua_rawlen(L, -1);
   op->pages++;
+  if ((double)n > op->max_items - op->items) { /* max_items is reached inside this page */
+    size_t keep = (size_t)(op->max_items - op->items);
+    cut_page(L, keep);
+    op->skip = (double)keep;
+    n = keep;
+  }
   op->items += (double)n;
   if (n > 0) {
     lua_createtable(L, 0, 4);
@@ -120,7 +145,7 @@ int ok_pages_after_items(ok_ctx *c) {
     move_to(c, op->next ? op->next : op->url);
     return ok_op_advance(c);
   }
-  if (!op->next) return done(c);
+  if (!op->next || op->items >= op->max_items) return done(c);
   if (op->pages >= op->max_pages) {
     ok_error_push(c->L, "limit", "stopped after max_pages (%.0f) pages: resume from err.next", op->max_pages);
     lua_pushstring(c->L, op->next);
