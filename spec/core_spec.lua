@@ -523,6 +523,28 @@ describe("the protocol core", function()
       assert.equal(1, d.session.stats.rate_waits)
     end)
 
+    it("says what each sleep waits for, with the server's figures, for a driver's on_wait", function()
+      local d = driver{max_capacity = 0.5, max_retry_wait = 30}
+      local op = d:api("GET", "/api/v1/groups")
+      d:step(op, d:response(200, rl(10, 4, T0 + 20), {}))
+      local _, a = d:api("GET", "/api/v1/groups") -- paced: the bucket's budget is spent
+      assert.same({reason = "ratelimit", seconds = a.seconds, until_time = T0 + a.seconds, bucket = "/api/v1/groups",
+                   limit = 10, remaining = 4, reset = T0 + 20}, a.wait)
+      op = d:api("GET", "/api/v1/apps")
+      a = d:step(op, d:response(429, {["x-rate-limit-limit"] = "100", ["x-rate-limit-remaining"] = "0",
+        ["x-rate-limit-reset"] = tostring(T0 + 7)}))
+      assert.same({reason = "retry", seconds = 8, until_time = T0 + 8, bucket = "/api/v1/apps", limit = 100,
+                   remaining = 0, reset = T0 + 7}, a.wait)
+      op = d:api("GET", "/api/v1/users/00u1")
+      a = d:step(op, d:response(503, {}, "busy"))
+      assert.equal("server_error", a.wait.reason)
+      assert.is_nil(a.wait.bucket)
+      op = assert(d.session:poll("/api/v1/logs", {interval = 15}))
+      d:step(op)
+      a = d:step(op, d:response(200, {link = '<' .. ORG .. '/api/v1/logs?after=c>; rel="next"'}, {}))
+      assert.same({reason = "poll", seconds = 15, until_time = d.now + 15}, a.wait)
+    end)
+
     it("counts what the server says is used when others share the bucket", function()
       local d = driver{max_capacity = 0.5}
       local op = d:api("GET", "/api/v1/groups")

@@ -56,7 +56,7 @@ int ok_admit_on_lock(ok_ctx *c, int in) {
     return ok_op_emit_store(c, "get", "state", 0, 0, PH_RECHECK); /* it may have landed just before */
   }
   if (!op->lock_give_up) op->lock_give_up = c->now + lock_ttl(c->s);
-  if (c->now < op->lock_give_up) return ok_op_emit_sleep(c, ok_op_next_wait(op));
+  if (c->now < op->lock_give_up) return ok_op_emit_sleep(c, ok_op_next_wait(op), "token_lock", NULL);
   ok_op_log(c, "the token lock outlived its holder: fetching a token without it");
   return ok_admit_send_token(c);
 }
@@ -218,8 +218,9 @@ int ok_admit_request(ok_ctx *c) {
   }
   if (!op->admitted) { /* the limit is not known yet: one request at a time learns it */
     if (b->probe_until > c->now) {
+      ok_wait_figures f = {b->name, -1, -1, -1};
       ok_op_release_slot(c);
-      return ok_op_emit_sleep(c, ok_op_next_wait(op));
+      return ok_op_emit_sleep(c, ok_op_next_wait(op), "queue", &f);
     }
     b->probe_until = c->now + c->s->cfg.timeout + c->s->cfg.connect_timeout;
     op->probing = op->admitted = 1;
@@ -231,7 +232,7 @@ int ok_admit_on_slot(ok_ctx *c, int in) {
   c->op->holds_slot = 1; /* counted (a store that cannot count, nil, does not stop requests) */
   if (lua_type(c->L, in) == LUA_TNUMBER && lua_tonumber(c->L, in) > c->s->cfg.max_concurrency) {
     ok_op_release_slot(c);
-    return ok_op_emit_sleep(c, ok_op_next_wait(c->op));
+    return ok_op_emit_sleep(c, ok_op_next_wait(c->op), "queue", NULL);
   }
   return ok_admit_request(c);
 }
@@ -240,6 +241,7 @@ int ok_admit_on_budget(ok_ctx *c, int in) {
   ok_bucket *b = ok_session_bucket(c->s, c->op->bucket);
   long count = lua_type(c->L, in) == LUA_TNUMBER ? (long)lua_tonumber(c->L, in) : 0;
   double wait = b->reset - ok_server_now(c->s, c->now) + 0.05;
+  ok_wait_figures f = {b->name, b->limit, b->limit - b->seen_used, b->reset}; /* the server's, as last said */
   if (ok_bucket_admits(b, c->s->cfg.max_capacity, count)) {
     c->op->admitted = 1;
     return ok_admit_request(c);
@@ -249,5 +251,5 @@ int ok_admit_on_budget(ok_ctx *c, int in) {
             ok_bucket_allowed(b, c->s->cfg.max_capacity), c->s->cfg.max_capacity * 100, b->limit, wait);
   ok_op_release_slot(c);
   if (c->now + wait > c->op->queue_deadline) return queue_timeout(c);
-  return ok_op_emit_sleep(c, wait);
+  return ok_op_emit_sleep(c, wait, "ratelimit", &f);
 }

@@ -61,6 +61,15 @@ static void write_log(lua_State *L, int cidx) {
   lua_pop(L, 2);
 }
 
+/* Hands the wait of the sleep action on top to the client's on_wait hook, when it has one; an
+ * error inside the hook is dropped, like a failing logger's. */
+static void report_wait(lua_State *L, int cidx) {
+  client_field(L, cidx, "on_wait");
+  if (!lua_isfunction(L, -1)) { lua_pop(L, 1); return; }
+  lua_getfield(L, -2, "wait");
+  if (lua_pcall(L, 1, 0, 0) != 0) lua_pop(L, 1);
+}
+
 /* ---- running operations ---- */
 
 /* Pushes a run of n tasks for the client at cidx, with its table. */
@@ -134,6 +143,7 @@ static void advance(run *r, int k) {
     } else if (strcmp(kind, "send") == 0) {
       send(r, k);
     } else if (strcmp(kind, "sleep") == 0) {
+      report_wait(L, r->cidx);
       lua_getfield(L, -1, "seconds");
       t->wake = ok_wall_clock() + lua_tonumber(L, -1);
       t->state = T_SLEEP;
@@ -455,14 +465,16 @@ static int client_index(lua_State *L) {
 
 /* Pushes a client for the caller's config at cfgidx, or nil, err. */
 static int client_create(lua_State *L, int cfg) {
-  static const char *const driver_options[] = {"store", NULL};
+  static const char *const driver_options[] = {"store", "on_wait", NULL};
   ok_client *c;
   int uv;
   cfg = lua_absindex(L, cfg);
   lua_getfield(L, cfg, "store");
   if (!lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isuserdata(L, -1))
     return ok_fail(L, "config", "store must be a table or object with get, set, add, incr and delete");
-  lua_pop(L, 1);
+  lua_getfield(L, cfg, "on_wait");
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) return ok_fail(L, "config", "on_wait must be a function(wait)");
+  lua_pop(L, 2);
   if (ok_setup_session(L, cfg, driver_options) != 2 || lua_isnil(L, -2)) return 2;
   c = lua_newuserdata(L, sizeof *c);
   memset(c, 0, sizeof *c);
@@ -476,6 +488,8 @@ static int client_create(lua_State *L, int cfg) {
   lua_getfield(L, cfg, "store");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_getfield(L, lua_upvalueindex(1), "memory_store"); lua_call(L, 0, 1); }
   lua_setfield(L, uv, "store");
+  lua_getfield(L, cfg, "on_wait");
+  lua_setfield(L, uv, "on_wait");
   lua_setuservalue(L, -2);
   lua_pushvalue(L, -2); /* the warnings go to the debug log */
   lua_createtable(L, 0, 1);

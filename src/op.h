@@ -50,7 +50,12 @@ void ok_op_release_lock(ok_ctx *c);
 /* Each returns the action (on top) that the step hands to the driver. */
 int ok_op_emit(ok_ctx *c, enum ok_phase phase);
 int ok_op_emit_store(ok_ctx *c, const char *op, const char *key, int vidx, double ttl, enum ok_phase phase);
-int ok_op_emit_sleep(ok_ctx *c, double seconds);
+/* What a sleep waits for, for the drivers' on_wait hook: the bucket and the server's figures
+ * (a figure below 0 is unknown and left out). */
+typedef struct ok_wait_figures { const char *bucket; double limit, remaining, reset; } ok_wait_figures;
+/* A sleep whose action carries wait = {reason=, seconds=, until_time=, bucket=, limit=,
+ * remaining=, reset=}; reason: ratelimit, retry, server_error, poll, queue or token_lock. */
+int ok_op_emit_sleep(ok_ctx *c, double seconds, const char *reason, const ok_wait_figures *figures);
 /* The error object on top as a fail action (pages: err.next says where to resume). */
 int ok_op_emit_fail(ok_ctx *c);
 /* The nil, err pair on top as a fail action. */

@@ -149,10 +149,30 @@ int ok_op_emit_store(ok_ctx *c, const char *op, const char *key, int vidx, doubl
   return ok_op_emit(c, phase);
 }
 
-int ok_op_emit_sleep(ok_ctx *c, double seconds) {
-  lua_createtable(c->L, 0, 2);
-  lua_pushliteral(c->L, "sleep"); lua_setfield(c->L, -2, "action");
-  lua_pushnumber(c->L, seconds > 0 ? seconds : 0); lua_setfield(c->L, -2, "seconds");
+/* Sets field name of the table on top to v, when v is a known figure (not below 0). */
+static void set_figure(lua_State *L, const char *name, double v) {
+  if (v < 0) return;
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+int ok_op_emit_sleep(ok_ctx *c, double seconds, const char *reason, const ok_wait_figures *figures) {
+  lua_State *L = c->L;
+  if (!(seconds > 0)) seconds = 0;
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, "sleep"); lua_setfield(L, -2, "action");
+  lua_pushnumber(L, seconds); lua_setfield(L, -2, "seconds");
+  lua_createtable(L, 0, 7); /* the wait, for a driver's on_wait hook (progress, not policy) */
+  lua_pushstring(L, reason); lua_setfield(L, -2, "reason");
+  lua_pushnumber(L, seconds); lua_setfield(L, -2, "seconds");
+  lua_pushnumber(L, c->now + seconds); lua_setfield(L, -2, "until_time");
+  if (figures) {
+    if (figures->bucket && *figures->bucket) { lua_pushstring(L, figures->bucket); lua_setfield(L, -2, "bucket"); }
+    set_figure(L, "limit", figures->limit);
+    set_figure(L, "remaining", figures->remaining);
+    set_figure(L, "reset", figures->reset);
+  }
+  lua_setfield(L, -2, "wait");
   return ok_op_emit(c, PH_START);
 }
 

@@ -135,7 +135,7 @@ int ok_pages_answer(ok_ctx *c, int ridx) {
   if (op->kind == OK_OP_PAGES || poll_over(c, c->now + op->interval)) return done(c);
   move_to(c, op->next ? op->next : op->url);
   ok_op_log(c, "no new items: polling again in %.1f s", op->interval);
-  return ok_op_emit_sleep(c, op->interval);
+  return ok_op_emit_sleep(c, op->interval, "poll", NULL);
 }
 
 int ok_pages_after_items(ok_ctx *c) {

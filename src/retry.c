@@ -56,7 +56,7 @@ static int on_no_response(ok_ctx *c, int in, int safe) {
     ok_op_log(c, "no response (%s): retrying in %.2f s", lua_tostring(L, -1), wait);
     lua_pop(L, 2);
     c->s->retries++;
-    return ok_op_emit_sleep(c, wait);
+    return ok_op_emit_sleep(c, wait, "server_error", NULL);
   }
   if (!lua_istable(L, -1)) { lua_pop(L, 1); ok_error_push(L, "network", "the transport answered nothing"); }
   return ok_op_emit_fail(c);
@@ -67,13 +67,17 @@ static int on_no_response(ok_ctx *c, int in, int safe) {
  * retried early into another 429. Returns 0 when it is not retried. */
 static int on_rate_limited(ok_ctx *c, int hidx) {
   double wait = ok_result_rate_wait(c->L, hidx, ok_server_now(c->s, c->now));
+  ok_wait_figures f = {c->op->phase == PH_TOKEN ? "/oauth2" : c->op->bucket,
+                       ok_header_min(ok_header(c->L, hidx, "x-rate-limit-limit")),
+                       ok_header_min(ok_header(c->L, hidx, "x-rate-limit-remaining")),
+                       ok_header_min(ok_header(c->L, hidx, "x-rate-limit-reset"))}; /* the 429's own figures */
   if (c->op->rl_retries >= c->s->cfg.max_retries || wait > c->s->cfg.max_retry_wait) return 0;
   ok_op_set_str(&c->op->retry_for, ok_header(c->L, hidx, "x-okta-request-id"));
   c->op->retry_is_token = c->op->phase == PH_TOKEN;
   c->op->rl_retries++;
   c->s->rate_waits++;
   ok_op_log(c, "rate limited (429): waiting %.1f s (retry %d of %.0f)", wait, c->op->rl_retries, c->s->cfg.max_retries);
-  return ok_op_emit_sleep(c, wait);
+  return ok_op_emit_sleep(c, wait, "retry", &f);
 }
 
 /* ---- the token endpoint ---- */
@@ -137,7 +141,7 @@ int ok_retry_on_token(ok_ctx *c, int in) {
   }
   if (status == 429 && on_rate_limited(c, hidx)) return 1;
   if (retryable_status(status) && c->op->srv_retries < c->s->cfg.max_retries)
-    return ok_op_emit_sleep(c, backoff(c->s, c->op->srv_retries++));
+    return ok_op_emit_sleep(c, backoff(c->s, c->op->srv_retries++), "server_error", NULL);
   return token_failed(c, ridx, "token request failed");
 }
 
@@ -203,7 +207,7 @@ static int retried(ok_ctx *c, long status, int hidx) {
     double wait = backoff(s, op->srv_retries++);
     s->retries++;
     ok_op_log(c, "server error %ld: retrying in %.2f s", status, wait);
-    return ok_op_emit_sleep(c, wait);
+    return ok_op_emit_sleep(c, wait, "server_error", NULL);
   }
   return 0;
 }

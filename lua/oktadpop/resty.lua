@@ -15,7 +15,7 @@ local type, pairs, pcall, error, setmetatable = type, pairs, pcall, error, setme
 local _M = {_VERSION = oktadpop._VERSION}
 
 -- Options of this driver, beside the core's (oktadpop.new's).
-local DRIVER_OPTIONS = {"shared_dict", "transport", "store"}
+local DRIVER_OPTIONS = {"shared_dict", "transport", "store", "on_wait"}
 
 -- One store action on a shared dict (or any store with its five calls: get, set, add,
 -- incr(key, by, init, init_ttl), delete; oktadpop.core.memory_store() has them too).
@@ -47,6 +47,7 @@ local function loop(self, op)
     elseif kind == "store" then
       action = step(op, store_call(store, action), now())
     elseif kind == "sleep" then
+      if self.on_wait then pcall(self.on_wait, action.wait) end -- progress only: its errors are dropped
       ngx.sleep(action.seconds)
       ngx.update_time()
       action = step(op, nil, now())
@@ -202,7 +203,8 @@ end
 -- counts shared by all workers; else each worker keeps its own in memory), store (any store
 -- with the shared dict's get/set/add/incr/delete, e.g. Redis) and transport
 -- (function(request) -> {status=, headers=, body=} or {error=}; default: a bounded HTTP/1.1
--- client on ngx.socket.tcp). ca_file and proxy are refused: nginx.conf sets those.
+-- client on ngx.socket.tcp) and on_wait (function(wait), called before each ngx.sleep with what
+-- it waits for). ca_file and proxy are refused: nginx.conf sets those.
 -- @function new
 function _M.new(config)
   if type(config) ~= "table" then return nil, core.error("config", "resty.new needs a config table") end
@@ -223,6 +225,9 @@ function _M.new(config)
   if config.transport ~= nil and type(config.transport) ~= "function" then
     return nil, core.error("config", "transport must be a function(request) -> response")
   end
+  if config.on_wait ~= nil and type(config.on_wait) ~= "function" then
+    return nil, core.error("config", "on_wait must be a function(wait)")
+  end
   local session, warnings = core.session(config, DRIVER_OPTIONS)
   if not session then return nil, warnings end
   local self = setmetatable({
@@ -230,6 +235,7 @@ function _M.new(config)
     store = store or core.memory_store(),
     transport = config.transport or http.transport(session),
     debug = config.debug or session.debug,
+    on_wait = config.on_wait,
   }, Client)
   log_lines(self, warnings)
   return self
