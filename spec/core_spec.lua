@@ -786,6 +786,7 @@ describe("the protocol core", function()
       assert.equal("r1", err.request_id)
       assert.matches("admin role", err.message, 1, true)
       assert.equal(1, select(2, tostring(err):gsub("E0000006", ""))) -- tostring does not repeat the code
+      assert.equal(": c1 (request r1)", tostring(err):sub(-17)) -- Okta's reason, then the request id
     end)
 
     it("answers a result the way client:get does (core.result)", function()
