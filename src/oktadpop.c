@@ -19,6 +19,7 @@ int luaopen_oktadpop(lua_State *L) {
       {"escape", ok_escape},
       {"verify_dpop_proof", ok_dpop_verify},
       {"htu", ok_htu},
+      {"outfile", ok_outfile_new},
       {NULL, NULL}};
   ok_json_open(L);
   lua_newtable(L);
@@ -30,6 +31,7 @@ int luaopen_oktadpop(lua_State *L) {
   ok_errors_open(L);
   ok_keys_open(L);
   ok_pretty_open(L);
+  ok_outfile_open(L);
   ok_core_open(L); /* the core table, for drivers */
   ok_setup_open(L);
   ok_store_open(L);

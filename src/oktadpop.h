@@ -144,6 +144,10 @@ int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const ch
 /* ---- pretty.c: oktadpop.pretty for the REPL ---- */
 void ok_pretty_open(lua_State *L);
 
+/* ---- outfile.c: files a caller names to be written (oktadpop.outfile) ---- */
+int ok_outfile_new(lua_State *L);
+void ok_outfile_open(lua_State *L);
+
 /* ---- files.c: small files handed to us ---- */
 /* Reads a regular file of at most max bytes, NUL-terminated, into a userdata left on the
  * stack that has room for `copies` times the file (scratch space for a parser); returns
