@@ -22,6 +22,7 @@ build = {
   modules = {
     ["oktadpop.admin"] = "lua/oktadpop/admin.lua",
     ["oktadpop.output"] = "lua/oktadpop/output.lua",
+    ["oktadpop.progress"] = "lua/oktadpop/progress.lua",
     ["oktadpop.repl"] = "lua/oktadpop/repl.lua",
     ["oktadpop.resty"] = "lua/oktadpop/resty.lua",
     ["oktadpop.resty.guard"] = "lua/oktadpop/resty/guard.lua",
