@@ -257,8 +257,8 @@ end
 
 -- A refusal to replace a file, said for people who can pass --force.
 local function file_error(err, what)
-  if type(err) == "table" and err.exists then
-    return ("%s exists%s: pass --force to replace it"):format(err.message:match("^(.-) exists") or "the file", what or "")
+  if type(err) == "table" and err.exists then -- "<path> exists[ (a symbolic link)]: it is not replaced unless forced"
+    return ("%s%s: pass --force to replace it"):format(err.message:match("^(.-): it is not replaced") or err.message, what or "")
   end
   return type(err) == "table" and err.message or tostring(err)
 end
