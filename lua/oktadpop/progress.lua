@@ -37,7 +37,8 @@ function M.new(opts)
                 err = opts.err or io.stderr, count = 0, failed = 0, started = os.time(), drawn = nil, status = nil}
 
   local function line()
-    local text = self.label .. ": " .. self.count .. (self.total and "/" .. self.total or "") .. " " .. (self.unit or "items")
+    local unit = self.unit or (self.count == 1 and "item" or "items")
+    local text = self.label .. ": " .. self.count .. (self.total and "/" .. self.total or "") .. " " .. unit
     if self.failed > 0 then text = text .. ", " .. self.failed .. " failed" end
     local elapsed = os.time() - self.started
     if elapsed > 0 and self.count > 0 then text = text .. (", %.0f/s"):format(self.count / elapsed) end
