@@ -108,9 +108,8 @@ for op, names in pairs(LIFECYCLE) do
   end
 end
 
--- Okta deletes only a deactivated user: the first DELETE of an active one deactivates it, so
--- this deactivates first when needed, then deletes.
---- Deactivates (when needed) then deletes a user (DELETE /api/v1/users/{id}).
+--- Deactivates (when needed) then deletes a user (DELETE /api/v1/users/{id}): Okta deletes only
+-- a deactivated user, and the first DELETE of an active one deactivates it.
 -- @function users:delete
 function users:delete(id, opts)
   local q = query(opts, {send_email = "sendEmail"})
@@ -216,10 +215,9 @@ namespaces.logs = logs
 local LOG_QUERY = {since = "since", ["until"] = "until", filter = "filter", q = "q", limit = "limit",
                    sort_order = "sortOrder", after = "after"}
 
--- A bounded query (until given) ends; without until, Okta's polling query always has a next
--- link, and the walk ends at the first empty page.
 --- System Log events: an iterator; opts since, until, filter, q, limit (the page size),
--- sort_order, max_items.
+-- sort_order, max_items. A bounded query (until given) ends; without until, Okta's polling
+-- query always has a next link, and the walk ends at the first empty page.
 -- @function logs:query
 function logs:query(opts) return list(self.client, "/api/v1/logs", opts, LOG_QUERY) end
 
