@@ -529,35 +529,39 @@ describe("the oktadpop command and the examples", function()
     end)
 
     it("completes what follows the object at a terminal, and takes = expr (tmux)", function()
-      local socket = "oktadpop-spec-" .. os.time() .. "-" .. math.random(1e6)
-      local tmux = "tmux -L " .. socket .. " "
+      -- A tmux server of this test's own (its socket name), started and killed here, and only it.
+      local tmux = "tmux -L oktadpop-spec-" .. os.time() .. "-" .. math.random(1e6) .. " "
       local function keys(...)
         local k = {}
         for i, s in ipairs({...}) do k[i] = q(s) end
         os.execute(tmux .. "send-keys -t repl " .. table.concat(k, " "))
-        os.execute("sleep 0.4")
       end
-      local function screen() return util.sh(tmux .. "capture-pane -p -t repl") end
+      -- The screen once it shows text (waited for up to 15 s: the machine may be busy).
+      local function screen_with(text)
+        local shown = ""
+        for _ = 1, 150 do
+          shown = util.sh(tmux .. "capture-pane -p -t repl")
+          if shown:find(text, 1, true) then break end
+          os.execute("sleep 0.1")
+        end
+        return shown
+      end
       os.execute(tmux .. "new-session -d -s repl -x 150 -y 40 " .. q(ENV .. CMD .. " --env " .. env_file .. " repl"))
-      os.execute("sleep 1")
+      screen_with("okta> ")
       keys("okta.users:li", "Tab")
-      assert.matches("okta> okta.users:list", screen(), 1, true)
+      assert.matches("okta> okta.users:list", screen_with("okta.users:list"), 1, true)
       keys("{limit = 1}", "Enter")
-      os.execute("sleep 0.6")
+      assert.matches('login = "user5@example.com"', screen_with("user5@example.com"), 1, true) -- the fifth item shown
       keys("okta.gr", "Tab", ":", "Tab", "Tab")
-      local s = screen()
-      os.execute(tmux .. "kill-server")
+      local s = screen_with("okta.groups:members")
       assert.matches("okta.groups:members", s, 1, true)
       assert.matches("okta.groups:list", s, 1, true)
       assert.is_nil(s:find("okta.groups:client", 1, true)) -- after ":", methods only
-      assert.matches('login = "user5@example.com"', s, 1, true) -- the iterator's fifth item, shown
-      os.execute(tmux .. "new-session -d -s repl -x 150 -y 40 " .. q(ENV .. CMD .. " --env " .. env_file .. " repl"))
-      os.execute("sleep 1")
-      keys("= 6 * 7", "Enter")
+      keys("C-u", "= 6 * 7", "Enter")
+      assert.matches("okta> = 6 * 7\n42\n", screen_with("\n42\n"), 1, true)
       keys("oktadpop.gen", "Tab")
-      s = screen()
+      s = screen_with("oktadpop.generate_key")
       os.execute(tmux .. "kill-server")
-      assert.matches("okta> = 6 * 7\n42\n", s, 1, true)
       assert.matches("okta> oktadpop.generate_key", s, 1, true)
     end)
   end)
