@@ -37,7 +37,7 @@ COMMON := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE -Isrc $(EXTRA_INC)
 SRCS   := $(wildcard src/*/*.c)
 OBJS   := $(SRCS:src/%.c=$(BUILD)/%.o)
 
-.PHONY: all test install demo memcheck clean bootstrap luajit bench fuzz asan docs dist FORCE
+.PHONY: all test install demo emulator memcheck clean bootstrap luajit bench fuzz asan docs dist FORCE
 
 all: $(SO)
 
@@ -72,6 +72,12 @@ test: bootstrap
 demo: bootstrap
 	$(MAKE) all
 	@scripts/demo
+
+# make emulator: the bundled Okta emulator alone, to try the command against; it prints the
+# .env to use and the CA file, and runs until Ctrl-C.
+emulator: bootstrap
+	$(MAKE) all
+	@scripts/emulator
 
 memcheck: bootstrap
 	$(MAKE) all

@@ -1,6 +1,7 @@
 /* fuzz_dotenv: ok_dotenv_parse on a .env file, with scratch of exactly the documented size
  * (n bytes). Every pair has a well-formed key inside the buffer and a value inside the
- * scratch; the count returned is the number of pairs reported. */
+ * scratch with no NUL byte (C would cut it there); the count returned is the number of pairs
+ * reported. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ static void on_pair(void *ud, const char *k, size_t kn, const char *v, size_t vn
   CHECK(!isdigit((unsigned char)k[0]));
   for (size_t i = 0; i < kn; i++) CHECK(isalnum((unsigned char)k[i]) || k[i] == '_' || k[i] == '.');
   CHECK(v == c->scratch && vn <= c->n);
+  CHECK(memchr(v, '\0', vn) == NULL);
   c->pairs++;
 }
 

@@ -138,21 +138,42 @@ describe("the build", function()
     assert.matches("LUA must be lua5.4 or luajit", sh("(make -n LUA=lua5.3 2>&1)"), 1, true)
   end)
 
-  it("makes the API reference from the sources' doc comments", function()
+  it("makes the API reference: every documented function, in the README's order", function()
     os.execute("rm -rf build/docs")
     sh("make -s docs 2>&1")
     local index = util.readfile("build/docs/index.html")
-    for _, module in ipairs{"oktadpop", "oktadpop.client", "oktadpop.admin", "oktadpop.resty", "oktadpop.resty.guard"} do
+    for _, module in ipairs{"oktadpop", "oktadpop.admin", "oktadpop.resty", "oktadpop.resty.redis", "oktadpop.resty.guard"} do
       assert.matches(">" .. module .. "<", index, 1, true)
     end
     local main = util.readfile("build/docs/modules/oktadpop.html")
-    for _, fn in ipairs{"dpop_proof", "verify_dpop_proof", "new", "from_env"} do
-      assert.matches(fn, main, 1, true)
+    local documented = {}
+    for name in main:gmatch('<a name = "([%w_.:]+)"></a>') do documented[#documented + 1] = name end
+    -- every function the C sources document is in the reference
+    for name in util.sh("cat src/*/*.c"):gmatch("@function ([%w_.:]+)") do
+      assert.matches('<a name = "' .. name .. '">', main, 1, true)
     end
-    local client = util.readfile("build/docs/modules/oktadpop.client.html")
-    for _, fn in ipairs{"client:batch", "client:poll", "client:paginate", "client:get", "client:token"} do
-      assert.matches(fn, client, 1, true)
+    -- in the README's order: each name's first mention in the API section comes after the last's
+    local readme = util.readfile("README.md")
+    local api = readme:sub(readme:find("\n### Keys and JOSE\n", 1, true), readme:find("\n## Inside nginx", 1, true))
+    local last, seen = 0, 0
+    for _, name in ipairs(documented) do
+      local at
+      for _, form in ipairs({"oktadpop." .. name .. "(", "oktadpop." .. name .. "{", name .. "("}) do
+        local found = api:find(form, 1, true)
+        while found and api:sub(found - 1, found - 1):find("[%w_.:]") do found = api:find(form, found + 1, true) end
+        if found and (not at or found < at) then at = found end
+      end
+      if at and not name:find("^store:") and not name:find("^core%.") and not name:find("^session:")
+         and not name:find("^op:") then
+        assert.is_true(at > last, name .. " comes before the function above it in the README")
+        last, seen = at, seen + 1
+      end
     end
+    assert.is_true(seen >= 30, "names found in the README: " .. seen)
+    for _, fn in ipairs{"client:get", "client:delete", "key:thumbprint", "pretty", "outfile"} do
+      assert.matches('<a name = "' .. fn .. '">', main, 1, true)
+    end
+    assert.matches('<a name = "logs:query">', util.readfile("build/docs/modules/oktadpop.admin.html"), 1, true)
   end)
 
   it("lists every C source and Lua module in both rockspecs", function()

@@ -523,6 +523,28 @@ describe("the protocol core", function()
       assert.equal(1, d.session.stats.rate_waits)
     end)
 
+    it("says what each sleep waits for, with the server's figures, for a driver's on_wait", function()
+      local d = driver{max_capacity = 0.5, max_retry_wait = 30}
+      local op = d:api("GET", "/api/v1/groups")
+      d:step(op, d:response(200, rl(10, 4, T0 + 20), {}))
+      local _, a = d:api("GET", "/api/v1/groups") -- paced: the bucket's budget is spent
+      assert.same({reason = "ratelimit", seconds = a.seconds, until_time = T0 + a.seconds, bucket = "/api/v1/groups",
+                   limit = 10, remaining = 4, reset = T0 + 20}, a.wait)
+      op = d:api("GET", "/api/v1/apps")
+      a = d:step(op, d:response(429, {["x-rate-limit-limit"] = "100", ["x-rate-limit-remaining"] = "0",
+        ["x-rate-limit-reset"] = tostring(T0 + 7)}))
+      assert.same({reason = "retry", seconds = 8, until_time = T0 + 8, bucket = "/api/v1/apps", limit = 100,
+                   remaining = 0, reset = T0 + 7}, a.wait)
+      op = d:api("GET", "/api/v1/users/00u1")
+      a = d:step(op, d:response(503, {}, "busy"))
+      assert.equal("server_error", a.wait.reason)
+      assert.is_nil(a.wait.bucket)
+      op = assert(d.session:poll("/api/v1/logs", {interval = 15}))
+      d:step(op)
+      a = d:step(op, d:response(200, {link = '<' .. ORG .. '/api/v1/logs?after=c>; rel="next"'}, {}))
+      assert.same({reason = "poll", seconds = 15, until_time = d.now + 15}, a.wait)
+    end)
+
     it("counts what the server says is used when others share the bucket", function()
       local d = driver{max_capacity = 0.5}
       local op = d:api("GET", "/api/v1/groups")
@@ -581,7 +603,7 @@ describe("the protocol core", function()
       op3, a = d:api("GET", "/api/v1/users/00u3")
       assert.equal("sleep", a.action)
       assert.is_true(a.seconds <= 2 + 1, "never past the server's reset plus a second")
-      assert.equal("ratelimit", a.reason)
+      assert.equal("ratelimit", a.wait.reason)
       a = d:wake(op3, a)
       assert.equal("send", a.action) -- a probe of the next window, at once
       d:step(op3, d:response(200, rl(4, 0, T0 + 4), {})) -- other apps used the rest of it
@@ -727,6 +749,47 @@ describe("the protocol core", function()
       assert.equal(ORG .. "/api/v1/logs?after=c3", a.next)
     end)
 
+    it("stops a walk at exactly max_items, mid-page, and names that page and what of it was handed out", function()
+      local d = driver()
+      d:token()
+      local op = assert(d.session:pages("/api/v1/users", {limit = 3}, {max_items = 4}))
+      local a = d:step(op)
+      a = d:step(op, page(d, {{id = 1}, {id = 2}, {id = 3}}, ORG .. "/api/v1/users?after=3&limit=3"))
+      assert.equal(3, #a.items)
+      a = d:step(op)
+      assert.equal(ORG .. "/api/v1/users?after=3&limit=3", a.url)
+      a = d:step(op, page(d, {{id = 4}, {id = 5}, {id = 6}}, ORG .. "/api/v1/users?after=6&limit=3"))
+      assert.equal("items", a.action)
+      assert.same({{id = 4}}, a.items) -- cut: one of this page's three
+      a = d:step(op)
+      assert.equal("done", a.action) -- no third request
+      assert.equal(4, a.items)
+      assert.equal(ORG .. "/api/v1/users?after=3&limit=3", a.next) -- the cut page itself...
+      assert.equal(1, a.skip) -- ...of which one item was handed out
+      -- a walk that ends at a page boundary names the next page, with nothing to skip
+      op = assert(d.session:pages("/api/v1/users", nil, {max_items = 2}))
+      d:step(op)
+      a = d:step(op, page(d, {{id = 1}, {id = 2}}, ORG .. "/api/v1/users?after=2"))
+      assert.equal(2, #a.items)
+      a = d:step(op)
+      assert.equal("done", a.action)
+      assert.equal(ORG .. "/api/v1/users?after=2", a.next)
+      assert.is_nil(a.skip)
+    end)
+
+    it("polls up to exactly max_items, cutting the page that passes it", function()
+      local d = driver()
+      d:token()
+      local op = assert(d.session:poll("/api/v1/logs", {interval = 15, max_items = 2}))
+      d:step(op)
+      local a = d:step(op, page(d, {{uuid = "e1"}, {uuid = "e2"}, {uuid = "e3"}}, ORG .. "/api/v1/logs?after=c3"))
+      assert.same({{uuid = "e1"}, {uuid = "e2"}}, a.items)
+      a = d:step(op)
+      assert.equal("done", a.action)
+      assert.equal(2, a.items)
+      assert.equal(2, a.skip)
+    end)
+
     it("polls for a stated duration", function()
       local d = driver()
       d:token()
@@ -776,6 +839,7 @@ describe("the protocol core", function()
       assert.equal("r1", err.request_id)
       assert.matches("admin role", err.message, 1, true)
       assert.equal(1, select(2, tostring(err):gsub("E0000006", ""))) -- tostring does not repeat the code
+      assert.equal(": c1 (request r1)", tostring(err):sub(-17)) -- Okta's reason, then the request id
     end)
 
     it("answers a result the way client:get does (core.result)", function()

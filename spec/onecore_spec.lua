@@ -1,7 +1,8 @@
 -- One core: the same scripted conversation (a nonce challenge, a 429, a refused token, a 503,
 -- pages, a resource nonce challenge) played to the libcurl driver and to the nginx driver
--- (oktadpop.resty in a real nginx). What each sent, request by request, and what each
--- answered must be the same: the drivers move bytes, the core decides.
+-- (oktadpop.resty in a real nginx). What each sent, request by request, what each answered
+-- and the waits each reported to on_wait must be the same: the drivers move bytes, the core
+-- decides.
 local oktadpop = require "oktadpop"
 local cjson = require "cjson"
 local responder = require "spec.support.responder"
@@ -85,30 +86,38 @@ describe("one core under both drivers", function()
     for _, driver in ipairs({"libcurl", "nginx"}) do
       local r = responder.start{script = script()}
       local config = CONFIG:format(r.url, CLIENT_ID, key_path)
-      local items, err
+      local items, err, waits
       if driver == "libcurl" then
-        local okta = assert(oktadpop.new(assert(load("return " .. config))()))
+        local cfg = assert(load("return " .. config))()
+        waits = {}
+        cfg.on_wait = function(w) -- a hook that fails must not break the call
+          waits[#waits + 1] = w.reason
+          error("a broken progress display")
+        end
+        local okta = assert(oktadpop.new(cfg))
         items = {}
         local ok, e = pcall(function() for u in okta:paginate("/api/v1/users", {limit = 2}) do items[#items + 1] = u.id end end)
         err = not ok and tostring(e) or nil
       else
         local server = nginx.start{dir = dir, server = ([[
           location = /run { content_by_lua_block {
-            local okta = assert(require("oktadpop.resty").new(%s))
+            local cfg, waits = %s, {}
+            cfg.on_wait = function(w) waits[#waits + 1] = w.reason error("a broken progress display") end
+            local okta = assert(require("oktadpop.resty").new(cfg))
             local items = {}
             local ok, e = pcall(function() for u in okta:paginate("/api/v1/users", {limit = 2}) do items[#items + 1] = u.id end end)
-            ngx.say(require("cjson").encode{items = items, err = not ok and tostring(e) or nil})
+            ngx.say(require("cjson").encode{items = items, err = not ok and tostring(e) or nil, waits = waits})
           } }
         ]]):format(config)}
         local out = util.sh("curl -s --max-time 30 " .. server.url .. "/run")
         server:stop()
         local decoded = cjson.decode(out)
-        items, err = decoded.items, decoded.err
+        items, err, waits = decoded.items, decoded.err, decoded.waits
       end
       local requests = {}
       for _, req in ipairs(r:requests()) do requests[#requests + 1] = normalise(req) end
       r:stop()
-      results[driver] = {items = items, err = err, requests = requests}
+      results[driver] = {items = items, err = err, requests = requests, waits = waits}
     end
     local c, n = results.libcurl, results.nginx
     if os.getenv("ONECORE_SHOW") then print(cjson.encode(c)) print(cjson.encode(n)) end
@@ -116,6 +125,7 @@ describe("one core under both drivers", function()
     assert.same({"u1", "u2"}, c.items)
     assert.equal(9, #c.requests) -- every answer of the script was asked for
     assert.same(c, n)
+    assert.same({"retry", "server_error"}, c.waits) -- on_wait saw the 429's wait and the 503's backoff
     -- and what the core decided, as the script meant it:
     assert.is_nil(c.requests[1].nonce)
     assert.equal("n1", c.requests[2].nonce)

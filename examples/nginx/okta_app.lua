@@ -64,7 +64,9 @@ function _M.list_users()
   if not client then return reply(500, {error = "okta_app is not configured: " .. tostring(setup_error)}) end
   local users = {}
   local ok, err = pcall(function()
-    for user in client.users:list{q = ngx.var.arg_q, limit = 200} do
+    local q = ngx.req.get_uri_args().q -- decoded once here; the client encodes it once for Okta
+    if type(q) == "table" then q = q[1] end -- ?q=a&q=b: the first
+    for user in client.users:list{q = type(q) == "string" and q or nil, limit = 200} do
       users[#users + 1] = {id = user.id, login = user.profile.login, status = user.status}
       if #users == MAX_USERS then break end
     end

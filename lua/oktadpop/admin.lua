@@ -49,6 +49,19 @@ end
 
 local LIST = {q = "q", filter = "filter", search = "search", limit = "limit", after = "after", expand = "expand"}
 
+-- The options of a walk over pages (client:paginate's), as opposed to the query's.
+local WALK = {max_items = true, max_pages = true}
+
+-- An iterator over path's pages: opts' names of the query go in the query, max_items and
+-- max_pages bound the walk (max_items: exactly that many items, no page more than needed).
+local function list(client, path, opts, names)
+  local q, walk = {}, nil
+  for k, v in pairs(opts or {}) do
+    if WALK[k] then walk = walk or {}; walk[k] = v else q[k] = v end
+  end
+  return client:paginate(path, query(q, names), walk)
+end
+
 local namespaces = {}
 
 -- ---- users (scopes okta.users.read, okta.users.manage) ----
@@ -56,9 +69,9 @@ local namespaces = {}
 local users = {}
 namespaces.users = users
 
---- Users (GET /api/v1/users): an iterator; opts q, filter, search, limit.
+--- Users (GET /api/v1/users): an iterator; opts q, filter, search, limit (the page size), max_items.
 -- @function users:list
-function users:list(opts) return self.client:paginate("/api/v1/users", query(opts, LIST)) end
+function users:list(opts) return list(self.client, "/api/v1/users", opts, LIST) end
 --- One user by id or login (GET /api/v1/users/{idOrLogin}).
 -- @function users:get
 function users:get(id_or_login) return self.client:get(path("/api/v1/users/%s", id_or_login)) end
@@ -95,9 +108,8 @@ for op, names in pairs(LIFECYCLE) do
   end
 end
 
--- Okta deletes only a deactivated user: the first DELETE of an active one deactivates it, so
--- this deactivates first when needed, then deletes.
---- Deactivates (when needed) then deletes a user (DELETE /api/v1/users/{id}).
+--- Deactivates (when needed) then deletes a user (DELETE /api/v1/users/{id}): Okta deletes only
+-- a deactivated user, and the first DELETE of an active one deactivates it.
 -- @function users:delete
 function users:delete(id, opts)
   local q = query(opts, {send_email = "sendEmail"})
@@ -110,28 +122,28 @@ function users:delete(id, opts)
   return self.client:delete(path("/api/v1/users/%s", user.id), q)
 end
 
---- A user's groups: an iterator.
+--- A user's groups: an iterator; opts max_items.
 -- @function users:groups
-function users:groups(id) return self.client:paginate(path("/api/v1/users/%s/groups", id)) end
+function users:groups(id, opts) return list(self.client, path("/api/v1/users/%s/groups", id), opts, {}) end
 
 -- ---- groups (okta.groups.read, okta.groups.manage) ----
 
 local groups = {}
 namespaces.groups = groups
 
---- Groups (GET /api/v1/groups): an iterator; opts q, filter, search, limit.
+--- Groups (GET /api/v1/groups): an iterator; opts q, filter, search, limit (the page size), max_items.
 -- @function groups:list
-function groups:list(opts) return self.client:paginate("/api/v1/groups", query(opts, LIST)) end
+function groups:list(opts) return list(self.client, "/api/v1/groups", opts, LIST) end
 --- One group.
 -- @function groups:get
 function groups:get(id) return self.client:get(path("/api/v1/groups/%s", id)) end
 --- Creates a group from {name=, description=}.
 -- @function groups:create
 function groups:create(profile) return self.client:post("/api/v1/groups", {profile = profile}) end
---- A group's users (GET /api/v1/groups/{id}/users): an iterator.
+--- A group's users (GET /api/v1/groups/{id}/users): an iterator; opts limit, max_items.
 -- @function groups:members
 function groups:members(id, opts)
-  return self.client:paginate(path("/api/v1/groups/%s/users", id), query(opts, {limit = "limit"}))
+  return list(self.client, path("/api/v1/groups/%s/users", id), opts, {limit = "limit"})
 end
 --- Adds a user to a group (PUT, 204: true).
 -- @function groups:add
@@ -145,18 +157,18 @@ function groups:remove(group_id, user_id) return self.client:delete(path("/api/v
 local apps = {}
 namespaces.apps = apps
 
---- Apps (GET /api/v1/apps): an iterator; opts q, filter, limit.
+--- Apps (GET /api/v1/apps): an iterator; opts q, filter, limit (the page size), max_items.
 -- @function apps:list
-function apps:list(opts) return self.client:paginate("/api/v1/apps", query(opts, LIST)) end
+function apps:list(opts) return list(self.client, "/api/v1/apps", opts, LIST) end
 --- One app.
 -- @function apps:get
 function apps:get(id) return self.client:get(path("/api/v1/apps/%s", id)) end
---- An app's assigned users: an iterator.
+--- An app's assigned users: an iterator; opts limit, max_items.
 -- @function apps:users
-function apps:users(id) return self.client:paginate(path("/api/v1/apps/%s/users", id)) end
---- An app's assigned groups: an iterator.
+function apps:users(id, opts) return list(self.client, path("/api/v1/apps/%s/users", id), opts, {limit = "limit"}) end
+--- An app's assigned groups: an iterator; opts limit, max_items.
 -- @function apps:groups
-function apps:groups(id) return self.client:paginate(path("/api/v1/apps/%s/groups", id)) end
+function apps:groups(id, opts) return list(self.client, path("/api/v1/apps/%s/groups", id), opts, {limit = "limit"}) end
 --- Assigns a user to an app (POST /api/v1/apps/{id}/users).
 -- @function apps:assign
 function apps:assign(app_id, user_id, assignment)
@@ -203,11 +215,11 @@ namespaces.logs = logs
 local LOG_QUERY = {since = "since", ["until"] = "until", filter = "filter", q = "q", limit = "limit",
                    sort_order = "sortOrder", after = "after"}
 
--- A bounded query (until given) ends; without until, Okta's polling query always has a next
--- link, and the walk ends at the first empty page.
---- System Log events: an iterator; opts since, until, filter, q, limit, sort_order.
+--- System Log events: an iterator; opts since, until, filter, q, limit (the page size),
+-- sort_order, max_items. A bounded query (until given) ends; without until, Okta's polling
+-- query always has a next link, and the walk ends at the first empty page.
 -- @function logs:query
-function logs:query(opts) return self.client:paginate("/api/v1/logs", query(opts, LOG_QUERY)) end
+function logs:query(opts) return list(self.client, "/api/v1/logs", opts, LOG_QUERY) end
 
 --- Follows new events (client:poll): since, filter, q, interval (30), max_items, duration, from.
 -- @function logs:tail

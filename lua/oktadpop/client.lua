@@ -104,6 +104,7 @@ local function run(self, op, batch)
       action = step(op, store_action(self, action), now())
     elseif kind == "sleep" then
       if batch and batch.failure then error(CANCELLED, 0) end
+      if self.on_wait then co_resume(co_create(self.on_wait), action.wait) end -- progress: it may fail or yield
       sleep(action.seconds)
       action = step(op, nil, now())
     else
@@ -353,14 +354,17 @@ function M.make(config, driver_options, store, make_driver)
   if config.store_fallback ~= nil and type(config.store_fallback) ~= "boolean" then
     return nil, core.error("config", "store_fallback must be a boolean")
   end
-  local options = {"store_fallback"}
+  if config.on_wait ~= nil and type(config.on_wait) ~= "function" then
+    return nil, core.error("config", "on_wait must be a function(wait)")
+  end
+  local options = {"store_fallback", "on_wait"}
   for i = 1, #driver_options do options[#options + 1] = driver_options[i] end
   local session, warnings = core.session(config, options)
   if not session then return nil, warnings end
   local debug = config.debug
   if type(debug) ~= "function" then debug = session.debug end
   local self = setmetatable({session = session, store = store or core.memory_store(), driver = make_driver(session),
-                             debug = debug, store_fallbacks = 0}, Client)
+                             debug = debug, on_wait = config.on_wait, store_fallbacks = 0}, Client)
   if store and config.store_fallback ~= false then self.backup = core.memory_store() end
   log_lines(self, warnings)
   return self

@@ -70,7 +70,8 @@ static int pages_op(lua_State *L, enum ok_op_kind kind, int qidx, int optidx) {
   return 1;
 }
 
-/*** session:pages(path [, query [, {from=, max_pages=}]]) -> op | nil, err
+/*** session:pages(path [, query [, {from=, max_pages=, max_items=}]]) -> op | nil, err; max_items
+ * cuts the last page: done.next is then that page and done.skip its items already handed out.
  * @function session:pages
  */
 static int session_pages(lua_State *L) {

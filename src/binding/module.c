@@ -58,6 +58,7 @@ int luaopen_oktadpop(lua_State *L) {
       {"escape", ok_escape},
       {"verify_dpop_proof", ok_dpop_verify},
       {"htu", ok_htu},
+      {"outfile", ok_outfile_new},
       {"new", client_new},
       {"from_env", client_from_env},
       {NULL, NULL}};
@@ -70,6 +71,7 @@ int luaopen_oktadpop(lua_State *L) {
   lua_setfield(L, -2, "null");
   ok_errors_open(L);
   ok_keys_open(L);
+  ok_outfile_open(L);
   ok_transport_open(L);
   ok_redis_open(L);
   open_pretty(L);

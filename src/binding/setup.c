@@ -124,20 +124,33 @@ static const char *env_get(lua_State *L, int tidx, const char *const *names) {
   return NULL;
 }
 
+/* Whether line number `line` (from 1) of the n bytes at buf holds a NUL byte. */
+static int line_has_nul(const char *buf, size_t n, int line) {
+  const char *p = buf, *end = buf + n, *eol;
+  for (int i = 1; i < line && p < end; i++) {
+    eol = memchr(p, '\n', (size_t)(end - p));
+    p = eol ? eol + 1 : end;
+  }
+  eol = memchr(p, '\n', (size_t)(end - p));
+  return memchr(p, '\0', (size_t)((eol ? eol : end) - p)) != NULL;
+}
+
 /* Reads the .env file at path into the table at tidx; 1, or 0 with nil, err. */
 static int read_dotenv(lua_State *L, const char *file, int tidx) {
   const char *err;
   char *buf;
   size_t got;
-  int r;
+  int r, nul;
   env_ctx ctx = {L, tidx};
   /* the parser's scratch space follows the text in the same GC'd block */
   if ((err = ok_read_small_file(L, file, OK_ENV_FILE_MAX, 2, &buf, &got)))
     return ok_fail(L, "config", "%s: %s", file, err == OK_FILE_CANNOT_OPEN ? strerror(errno) : "not a regular file under 1 MiB"), 0;
   r = ok_dotenv_parse(buf, got, buf + got + 1, env_set, &ctx);
+  nul = r < 0 && line_has_nul(buf, got, -r);
   OPENSSL_cleanse(buf, 2 * got + 2);
   lua_pop(L, 1);
-  if (r < 0) return ok_fail(L, "config", "%s: line %d is not KEY=value", file, -r), 0;
+  if (r < 0)
+    return ok_fail(L, "config", "%s: line %d %s", file, -r, nul ? "holds a NUL byte: a value cannot" : "is not KEY=value"), 0;
   return 1;
 }
 

@@ -131,7 +131,7 @@ static int queue_timeout(ok_ctx *c, ok_decision *d) {
 static int wait_for_probe(ok_ctx *c, ok_decision *d) {
   ok_op_release_slot(c);
   c->op->admit.shape_asked = 0; /* then look again at what the others learned */
-  return ok_decide_sleep(d, ok_op_next_backoff(c->op), "queue");
+  return ok_decide_wait(d, ok_op_next_backoff(c->op), "queue", c->op->bucket, -1, -1, -1);
 }
 
 void ok_admit_count_key(const ok_bucket *b, char key[OK_STORE_KEY]) {
@@ -290,5 +290,5 @@ int ok_admit_on_budget(ok_ctx *c, int in, ok_decision *d) {
             ok_session_capacity(c->s) * 100, b->limit, b->seen_used, b->reset - snow, wait);
   ok_op_release_slot(c);
   if (c->now + wait > c->op->admit.queue_deadline) return queue_timeout(c, d);
-  return ok_decide_sleep(d, wait, "ratelimit");
+  return ok_decide_wait(d, wait, "ratelimit", b->name, b->limit, b->limit - b->seen_used, b->reset);
 }

@@ -53,6 +53,8 @@ typedef struct ok_decision {
   double ttl, seconds;
   int has_value;
   const char *why;         /* of a sleep: ratelimit, retry, server_error, poll, queue, token_lock */
+  const char *bucket;      /* of a sleep, for progress: the bucket and the server's figures (-1: unknown) */
+  double limit, remaining, reset;
 } ok_decision;
 
 /* The operation. Its uservalue table holds the Lua values: session, headers and body (the
@@ -86,6 +88,7 @@ typedef struct ok_op {
   } retry;
   struct {                            /* a page walk */
     double interval, stop_at, max_pages, max_items, pages, items;
+    double skip;                      /* items of the page at url handed out when max_items cut it */
     int visited;                      /* pages in the newest generation of the visited set */
   } walk;
 } ok_op;
@@ -136,6 +139,9 @@ double ok_op_next_backoff(ok_op *op);
 /* Decision makers (each fills *d and returns 1, so `return decide_x(...)` reads as it does). */
 int ok_decide(ok_decision *d, enum ok_next next);
 int ok_decide_sleep(ok_decision *d, double seconds, const char *why);
+/* The same, with the bucket it waits for and the server's figures (below 0: unknown). */
+int ok_decide_wait(ok_decision *d, double seconds, const char *why, const char *bucket, double limit, double remaining,
+                   double reset);
 int ok_decide_store(ok_decision *d, const char *op, const char *key, int has_value, double ttl, enum ok_phase phase);
 
 /* ---- answer.c ---- */

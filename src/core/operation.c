@@ -7,7 +7,7 @@
  *   send   the exact request to make (a fresh proof every time), with its timeout
  *   store  get/set/add/incr/delete on the store the driver keeps (the shared token state and
  *          its lock, concurrency slots, rate-limit counts); the answer is the store's
- *   sleep  wait `seconds` (`reason` says for what), then step again
+ *   sleep  wait `seconds` (`wait` says for what, with the server's figures), then step again
  *   items  a page for the caller (pages and polls), then step again
  *   done / fail
  * Store actions queued by a rule (releases, publications) go out before the action behind
@@ -114,11 +114,29 @@ static int emit(ok_ctx *c, enum ok_phase phase) {
   return 1;
 }
 
-static void push_sleep(lua_State *L, const ok_decision *d) {
+/* Sets field name of the table on top to v, when v is a known figure (not below 0). */
+static void set_figure(lua_State *L, const char *name, double v) {
+  if (v < 0) return;
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+/* {action="sleep", seconds=, wait={reason=, seconds=, until_time=, bucket=, limit=, remaining=,
+ * reset=}}: the wait says what for, for a driver's on_wait hook (progress, not policy). */
+static void push_sleep(ok_ctx *c, const ok_decision *d) {
+  lua_State *L = c->L;
   lua_createtable(L, 0, 3);
   lua_pushliteral(L, "sleep"); lua_setfield(L, -2, "action");
   lua_pushnumber(L, d->seconds); lua_setfield(L, -2, "seconds");
-  if (d->why) { lua_pushstring(L, d->why); lua_setfield(L, -2, "reason"); }
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, d->why ? d->why : "queue"); lua_setfield(L, -2, "reason");
+  lua_pushnumber(L, d->seconds); lua_setfield(L, -2, "seconds");
+  lua_pushnumber(L, c->now + d->seconds); lua_setfield(L, -2, "until_time");
+  if (d->bucket && *d->bucket) { lua_pushstring(L, d->bucket); lua_setfield(L, -2, "bucket"); }
+  set_figure(L, "limit", d->limit);
+  set_figure(L, "remaining", d->remaining);
+  set_figure(L, "reset", d->reset);
+  lua_setfield(L, -2, "wait");
 }
 
 /* The error on top ends the operation: what it holds is given back, and a walk says where to
@@ -182,7 +200,7 @@ static int perform(ok_ctx *c, ok_decision *d) {
       if (vidx) lua_remove(c->L, vidx);
       return emit(c, d->phase);
     }
-    case NEXT_SLEEP: push_sleep(c->L, d); return emit(c, PH_START);
+    case NEXT_SLEEP: push_sleep(c, d); return emit(c, PH_START);
     case NEXT_SEND_TOKEN: return send_token(c);
     case NEXT_SEND: return send_api(c);
     case NEXT_EMIT: return emit(c, d->phase);
@@ -201,14 +219,14 @@ static int from_queue(ok_ctx *c) {
   if (!lua_isnil(c->L, -1)) return 1;
   lua_pop(c->L, 1);
   {
-    ok_decision d = {NEXT_DECIDE, PH_START, NULL, "", 0, 0, 0, NULL};
+    ok_decision d = {NEXT_DECIDE, PH_START, NULL, "", 0, 0, 0, NULL, NULL, -1, -1, -1};
     return perform(c, &d);
   }
 }
 
 int ok_op_step(lua_State *L, int opidx, int inidx, double now) {
   ok_ctx c = {L, lua_absindex(L, opidx), luaL_checkudata(L, opidx, OK_OP_MT), NULL, now};
-  ok_decision d = {NEXT_DECIDE, PH_START, NULL, "", 0, 0, 0, NULL};
+  ok_decision d = {NEXT_DECIDE, PH_START, NULL, "", 0, 0, 0, NULL, NULL, -1, -1, -1};
   int in = inidx ? lua_absindex(L, inidx) : 0;
   rule r;
   if (!in) { lua_pushnil(L); in = lua_gettop(L); }

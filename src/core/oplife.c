@@ -1,6 +1,7 @@
 /* oplife.c: an operation's life: made for a session (a token fetch, a call, a page walk), its
  * page options read, its token marked for replacement, and its memory freed. What it does
  * between is operation.c's. Part of the core: no I/O. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core/op.h"
@@ -62,6 +63,7 @@ int ok_op_page_options(lua_State *L, int opidx, int idx) {
       !ok_opt_number(L, idx, "max_items", OK_NO_LIMIT, 1, OK_NO_LIMIT, &op->walk.max_items) ||
       !ok_opt_number(L, idx, "duration", OK_NO_LIMIT, 0, OK_NO_LIMIT, &duration))
     return 0;
+  op->walk.max_items = floor(op->walk.max_items); /* a page is cut at a whole item */
   op->walk.stop_at = duration; /* relative until the first step knows the time */
   return 1;
 }

@@ -123,9 +123,18 @@ int ok_decide(ok_decision *d, enum ok_next next) {
 }
 
 int ok_decide_sleep(ok_decision *d, double seconds, const char *why) {
+  return ok_decide_wait(d, seconds, why, NULL, -1, -1, -1);
+}
+
+int ok_decide_wait(ok_decision *d, double seconds, const char *why, const char *bucket, double limit, double remaining,
+                   double reset) {
   d->next = NEXT_SLEEP;
   d->seconds = seconds > 0 ? seconds : 0;
   d->why = why;
+  d->bucket = bucket;
+  d->limit = limit;
+  d->remaining = remaining;
+  d->reset = reset;
   return 1;
 }
 

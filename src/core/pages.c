@@ -5,8 +5,12 @@
  *             link on a polling query, even on an empty page), or fail at max_pages;
  *   poll      never on an empty page: it sleeps `interval` and asks the same link again, until
  *             max_items, max_pages or duration is reached or the caller stops.
+ * max_items ends either walk at exactly that many items: a page is cut to what is left of it.
  * A failure says where to resume: err.next is the page not yet handed out, so a resumed walk
- * loses no item and repeats none. Each rule decides; operation.c acts. Part of the core: no I/O. */
+ * loses no item and repeats none. A walk that max_items stopped mid-page ends with done.next
+ * naming that same page and done.skip the number of its items already handed out: a walk
+ * resumed there skips that many (a page's content is the server's, so it may have moved).
+ * Each rule decides; operation.c acts. Part of the core: no I/O. */
 #include <string.h>
 #include "core/op.h"
 
@@ -37,9 +41,24 @@ static int done(ok_ctx *c, ok_decision *d) {
   lua_pushliteral(L, "done"); lua_setfield(L, -2, "action");
   lua_pushnumber(L, c->op->walk.pages); lua_setfield(L, -2, "pages");
   lua_pushnumber(L, c->op->walk.items); lua_setfield(L, -2, "items");
-  if (c->op->next) { lua_pushstring(L, c->op->next); lua_setfield(L, -2, "next"); }
+  if (c->op->walk.skip > 0) { /* cut mid-page: the resume point is that page itself */
+    lua_pushstring(L, c->op->url); lua_setfield(L, -2, "next");
+    lua_pushnumber(L, c->op->walk.skip); lua_setfield(L, -2, "skip");
+  } else if (c->op->next) {
+    lua_pushstring(L, c->op->next); lua_setfield(L, -2, "next");
+  }
   d->phase = PH_END;
   return ok_decide(d, NEXT_EMIT);
+}
+
+/* Replaces the list on top with its first keep items. */
+static void cut_page(lua_State *L, size_t keep) {
+  lua_createtable(L, (int)keep, 0);
+  for (size_t i = 1; i <= keep; i++) {
+    lua_rawgeti(L, -2, (lua_Integer)i);
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  lua_remove(L, -2);
 }
 
 /* The page's list: a JSON array (cjson gives a table whose keys are 1..n). */
@@ -151,6 +170,12 @@ int ok_pages_answer(ok_ctx *c, int ridx, ok_decision *d) {
   if (!take_next(c, ridx)) return ok_decide(d, NEXT_FAIL);
   n = lua_rawlen(L, -1);
   op->walk.pages++;
+  if ((double)n > op->walk.max_items - op->walk.items) { /* max_items is reached inside this page */
+    size_t keep = (size_t)(op->walk.max_items - op->walk.items);
+    cut_page(L, keep);
+    op->walk.skip = (double)keep;
+    n = keep;
+  }
   op->walk.items += (double)n;
   if (n > 0) {
     visited(c, op->url, 1);
@@ -173,7 +198,7 @@ static int stop_at_next(ok_ctx *c, const char *fmt, double n, ok_decision *d) {
 int ok_pages_after_items(ok_ctx *c, ok_decision *d) {
   ok_op *op = c->op;
   if (op->kind == OK_OP_POLL && poll_over(c, c->now)) return done(c, d);
-  if (!op->next && op->kind == OK_OP_PAGES) return done(c, d);
+  if ((!op->next || op->walk.items >= op->walk.max_items) && op->kind == OK_OP_PAGES) return done(c, d);
   if (op->next && visited(c, op->next, 0))
     return stop_at_next(c, "stopped after %.0f pages: the server's next link (%s) returns to a page this walk has "
                         "already handed out", op->walk.pages, d);

@@ -43,7 +43,7 @@ int ok_retry_lost(ok_ctx *c, int in, int safe, ok_decision *d) {
     ok_op_log(c, "no response (%s): retrying in %.2f s", lua_tostring(L, -1), wait);
     lua_pop(L, 2);
     c->s->retries++;
-    return ok_decide_sleep(d, wait, "retry");
+    return ok_decide_sleep(d, wait, "server_error");
   }
   if (!lua_istable(L, -1)) { lua_pop(L, 1); ok_error_push(L, "network", "the transport answered nothing"); }
   return ok_decide(d, NEXT_FAIL);
@@ -61,7 +61,8 @@ static int rate_limited(ok_ctx *c, const ok_answer *a, int is_token, ok_decision
   op->retry.rate_limited++;
   c->s->rate_waits++;
   ok_op_log(c, "rate limited (429): waiting %.1f s (retry %d of %.0f)", wait, op->retry.rate_limited, c->s->cfg.max_retries);
-  return ok_decide_sleep(d, wait, "ratelimit");
+  return ok_decide_wait(d, wait, "retry", is_token ? "/oauth2" : op->bucket, ok_header_min(a->rl_limit),
+                        ok_header_min(a->rl_remaining), ok_header_min(a->rl_reset)); /* the 429's own figures */
 }
 
 /* ---- the token endpoint ---- */

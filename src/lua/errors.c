@@ -1,6 +1,6 @@
 /* errors.c: error objects: tables {kind=, message=, ...} (see the README for every field) with a
- * __tostring that never shows more than the message and the request id; OpenSSL's error queue
- * turned into messages. */
+ * __tostring that shows the message, Okta's reasons (causes), the code and request id when the
+ * message lacks them, and never a secret; OpenSSL's error queue turned into messages. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,8 +56,28 @@ void ok_error_setint(lua_State *L, const char *name, lua_Integer value) {
   lua_setfield(L, -2, name);
 }
 
-/* "oktadpop http error: GET https://org/api/v1/users/x: HTTP 404 E0000007: Not found ...
- * (request abc)": the message says status and code already; only what it lacks is added. */
+/* Pushes Okta's reasons (err.causes, its errorCauses summaries) as they follow the message:
+ * ": a; b", or "" when there are none. */
+static void push_causes(lua_State *L, int eidx) {
+  int n = 0;
+  lua_getfield(L, eidx, "causes");
+  if (lua_istable(L, -1)) {
+    int list = lua_gettop(L);
+    for (int i = 1, len = (int)lua_rawlen(L, list); i <= len; i++) {
+      lua_rawgeti(L, list, i);
+      if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); continue; }
+      lua_pushstring(L, n ? "; " : ": ");
+      lua_insert(L, -2);
+      n += 2;
+    }
+  }
+  lua_concat(L, n);
+  lua_remove(L, -2);
+}
+
+/* "oktadpop http error: POST https://org/api/v1/users: HTTP 400 E0000001: Api validation
+ * failed: login: An object with this field already exists (request abc)": the message says
+ * status and code already; only what it lacks is added, Okta's reasons first. */
 static int error_tostring(lua_State *L) {
   luaL_Buffer b;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -66,11 +86,13 @@ static int error_tostring(lua_State *L) {
   lua_getfield(L, 1, "request_id");
   lua_getfield(L, 1, "retry_after");
   lua_getfield(L, 1, "code");
+  push_causes(L, 1); /* 7 */
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "oktadpop ");
   luaL_addstring(&b, lua_isstring(L, 2) ? lua_tostring(L, 2) : "unknown");
   luaL_addstring(&b, " error: ");
   luaL_addstring(&b, lua_isstring(L, 3) ? lua_tostring(L, 3) : "");
+  luaL_addstring(&b, lua_tostring(L, 7));
   if (lua_isstring(L, 6) && !(lua_isstring(L, 3) && strstr(lua_tostring(L, 3), lua_tostring(L, 6)))) {
     luaL_addstring(&b, " (");
     luaL_addstring(&b, lua_tostring(L, 6));

@@ -68,6 +68,10 @@ int ok_json_decode(lua_State *L, const char *s, size_t n);
 void ok_json_add_string(lua_State *L, luaL_Buffer *b, const char *s, size_t n);
 void ok_json_push_null(lua_State *L);
 
+/* ---- outfile.c: files a caller names to be written (oktadpop.outfile) ---- */
+int ok_outfile_new(lua_State *L);
+void ok_outfile_open(lua_State *L);
+
 /* ---- files.c: small files handed to us ---- */
 /* Reads a regular file of at most max bytes, NUL-terminated, into a userdata left on the
  * stack that has room for `copies` times the file (scratch space for a parser); returns

@@ -1,5 +1,6 @@
 /* dotenv.c: .env files as the seed's dotenv reads them: KEY=value lines, `export`, comments,
- * single quotes (literal), double quotes (escapes, may span lines, e.g. a PEM). Pure C. */
+ * single quotes (literal), double quotes (escapes, may span lines, e.g. a PEM). A NUL byte in a
+ * value makes its line malformed: C would read the value cut short there. Pure C. */
 #include <ctype.h>
 #include <string.h>
 #include "pure/pure.h"
@@ -38,6 +39,7 @@ int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, v
           c = *++p;
           c = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
         }
+        if (c == '\0') return -line;
         scratch[vlen++] = c;
       }
       if (p >= end) return -line; /* unterminated quote */
@@ -51,6 +53,7 @@ int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, v
       for (const char *h = v; h < ve; h++) /* " #" starts a comment */
         if (*h == '#' && (h == v || h[-1] == ' ' || h[-1] == '\t')) { ve = h; break; }
       while (ve > v && isspace((unsigned char)ve[-1])) ve--;
+      if (memchr(v, '\0', (size_t)(ve - v))) return -line;
       memcpy(scratch, v, (size_t)(ve - v));
       vlen = (size_t)(ve - v);
     }

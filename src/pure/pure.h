@@ -51,7 +51,7 @@ double ok_header_min(const char *s);
 /* ---- dotenv.c: .env files ---- */
 typedef void (*ok_dotenv_cb)(void *ud, const char *key, size_t klen, const char *val, size_t vlen);
 /* Parses KEY=value lines (comments, quotes, `export`); scratch needs n bytes. Returns the
- * number of pairs, or -(line number) of the first malformed line. */
+ * number of pairs, or -(line number) of the first malformed line (a NUL in a value is one). */
 int ok_dotenv_parse(const char *buf, size_t n, char *scratch, ok_dotenv_cb cb, void *ud);
 
 /* ---- ratelimit.c: Okta's rate-limit buckets and the pacing arithmetic ---- */
