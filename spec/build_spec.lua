@@ -44,7 +44,7 @@ local function definers(objs)
   return by
 end
 
-describe("the build", function()
+describe("the build #once", function()
   for _, so in ipairs({"build/5.4/oktadpop.so", "build/5.1/oktadpop.so"}) do
     it(so .. " needs libcrypto, libcurl, libhiredis and libm, and exports only luaopen_oktadpop", function()
       local dyn = sh("readelf -d " .. so)

@@ -207,7 +207,7 @@ describe("bulk work", function()
   end)
 end)
 
-describe("bulk work in nginx (four workers, one shared dict)", function()
+describe("bulk work in nginx (four workers, one shared dict) #nginx", function()
   local emu, dir, server, key
 
   setup(function()

@@ -41,7 +41,7 @@ end
 local function sha(path) return util.sh("sha256sum " .. path .. " 2>/dev/null"):match("^%x+") end
 local function lines(s) return select(2, s:gsub("\n", "")) end
 
-describe("the oktadpop command and the examples", function()
+describe("the oktadpop command and the examples #once", function()
   local emu, dir, env_file, okta
 
   -- The management API requests the emulator has seen since the last reset, for a path.

@@ -86,7 +86,7 @@ return M
     return tonumber(sh(table.concat(args, " ")))
   end
 
-  describe("two nginx nodes", function()
+  describe("two nginx nodes #nginx", function()
     local a, b, token
     setup(function()
       r:cli("FLUSHALL")
@@ -139,7 +139,7 @@ return M
     end)
   end)
 
-  it("keeps two job processes on one bucket at max_capacity together, with no 429", function()
+  it("keeps two job processes on one bucket at max_capacity together, with no 429 #once", function()
     r:cli("FLUSHALL")
     emu:reset()
     emu:control{rate_window_seconds = 2, rate_limits = {["GET /api/v1/users/{id}"] = 50}}
@@ -160,7 +160,7 @@ print(#failed, okta.stats.store, okta.stats.store_fallbacks)
     print(("\ntwo job processes on one Redis: 60 reads, window peak %d of 50 (40 %% is 20), 0 429s"):format(users.peak_used))
   end)
 
-  it("finishes a batch when Redis dies mid-run, nothing lost and no item done twice, and goes back to it", function()
+  it("finishes a batch when Redis dies mid-run, nothing lost and no item done twice, and goes back to it #once", function()
     r:cli("FLUSHALL")
     emu:reset()
     emu:control{latency_ms = 40}

@@ -22,7 +22,7 @@ local function curl(url, headers)
   return tonumber(head:match("^HTTP/%S+ (%d+)")), h, body or ""
 end
 
-describe("the DPoP guard with fetched keys, in nginx", function()
+describe("the DPoP guard with fetched keys, in nginx #nginx", function()
   local dir, server, iss, k1, k2, dpop
 
   local function token(signer, over)

@@ -5,7 +5,7 @@
 local util = require "spec.support.util"
 local nginx = require "spec.support.nginx"
 
-describe("examples/nginx", function()
+describe("examples/nginx #nginx #once", function()
   it("serves nginx.conf as shipped against the emulator: admin calls, one token, the guard", function()
     local out = util.sh("examples/nginx/with-emulator 2>&1; echo \"exit $?\"")
     assert.matches("exit 0\n$", out)

@@ -61,7 +61,7 @@ local function curl(url, headers, method)
   return tonumber(out:match("^HTTP/%S+ (%d+)")), out:match("\n[Ww][Ww][Ww]%-[Aa]uthenticate: ([^\r\n]*)")
 end
 
-describe("oktadpop.resty in nginx", function()
+describe("oktadpop.resty in nginx #nginx", function()
   local emu, dir, server, cc_key, dpop_key
 
   local function count(kind, status) return util.log_count(emu, kind, status) end

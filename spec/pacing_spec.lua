@@ -138,7 +138,7 @@ describe("pacing by the server's numbers", function()
   local function bucket_stats(name) return emu:stats().buckets[name] or {} end
 
   for _, driver in ipairs({"libcurl", "nginx"}) do
-    describe("(" .. driver .. ")", function()
+    describe("(" .. driver .. ") #timing" .. (driver == "nginx" and " #nginx" or ""), function()
       it("honours a 2 s window to within a second: 12 calls under 5 a window take three windows", function()
         org{rate_window_seconds = 2, rate_limits = {[USERS_ONE] = 10}}
         local r = run(driver, "sequential", {max_capacity = 0.5}, 12)

@@ -16,7 +16,7 @@ local function listening(port)
   return util.run("bash -c " .. util.shell_quote("exec 3<>/dev/tcp/127.0.0.1/" .. port))
 end
 
-describe("spec/support/redis.lua", function()
+describe("spec/support/redis.lua #once", function()
   local r
 
   after_each(function()
@@ -136,7 +136,7 @@ describe("spec/support/redis.lua", function()
   end)
 end)
 
-describe("two nginx instances sharing one Redis", function()
+describe("two nginx instances sharing one Redis #nginx #once", function()
   local r, dirs, servers = nil, {}, {}
 
   setup(function()

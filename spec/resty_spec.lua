@@ -20,7 +20,7 @@ local function fetch(url, headers)
   return tonumber(code), body
 end
 
-describe("oktadpop.resty against hostile upstreams, in nginx", function()
+describe("oktadpop.resty against hostile upstreams, in nginx #nginx", function()
   local dir, raw, server
 
   setup(function()
@@ -105,7 +105,7 @@ return M
   end)
 end)
 
-describe("the guard's own defences, in nginx", function()
+describe("the guard's own defences, in nginx #nginx", function()
   local dir, server, key, token, jkt
   local ISSUER, AUD = "https://issuer.test/oauth2/default", "api://test"
 
