@@ -57,8 +57,10 @@ void ok_answer_learn(ok_ctx *c, const ok_answer *a, int is_token) {
   if (c->op->admit.probing) {
     b->probe_until = 0;
     if (described || a->status != 429) ok_admit_probe_learned(c, b, described); /* counted and published */
-    else if (c->op->admit.claim[0]) ok_op_queue_store(c, "delete", c->op->admit.claim, 0, 0); /* learned nothing */
   }
-  c->op->admit.claim[0] = '\0'; /* a claim that learned the window lapses with it: no one probes that window again */
+  /* the probe is over: the others read what it published (and a stale claim would hold back
+   * a process that starts later, its window unknown, until the claim's ttl) */
+  if (c->op->admit.claim[0]) ok_op_queue_store(c, "delete", c->op->admit.claim, 0, 0);
+  c->op->admit.claim[0] = '\0';
   c->op->admit.probing = 0;
 }
