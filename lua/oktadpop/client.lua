@@ -59,6 +59,11 @@ local STORE_LOG_EVERY = 60   -- at most one log line a minute about it
 -- answers again, tried every STORE_RETRY seconds; with store_fallback = false the call ends
 -- with an error of kind "store" instead.
 local function store_action(self, a)
+  if not self.backup then -- the store is the client's own (or fallback is off): nothing to fall back to
+    local v, err = store_call(self.store, a)
+    if v == nil and err ~= nil then error(core.error("store", "the store failed: " .. tostring(err)), 0) end
+    return v
+  end
   local now = self.driver.now()
   if self.degraded_until and now < self.degraded_until then return (store_call(self.backup, a)) end
   local ok, v, err = pcall(store_call, self.store, a)
@@ -71,7 +76,6 @@ local function store_action(self, a)
     return v
   end
   local why = tostring(ok and (type(err) == "table" and err.message or err) or v)
-  if not self.backup then error(core.error("store", "the store failed: " .. why), 0) end
   if not self.degraded_until then
     self.store_fallbacks = self.store_fallbacks + 1
     self.session:degrade(true)
