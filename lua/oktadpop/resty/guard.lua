@@ -9,6 +9,7 @@
 local oktadpop = require "oktadpop"
 local cjson = require "cjson.safe"
 local http = require "oktadpop.resty.http"
+local lrucache = require "resty.lrucache" -- with every nginx Lua module (Debian's depends on it; OpenResty bundles it)
 
 local ngx = ngx
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -23,6 +24,8 @@ local OPTIONS = {jwks = true, jwks_uri = true, issuer = true, audience = true, r
                  max_age = true, leeway = true, refetch_interval = true, jwks_ttl = true, nonce_lifetime = true,
                  clock = true}
 local guards = {} -- a checked guard per distinct options, per worker
+local MAX_JWKS_KEYS = 100 -- keys imported from one JWKS; far above any authorization server's
+local UNKNOWN_KIDS = 64 -- kids the fetched JWKS lacks, remembered so a repeated one costs no refetch check
 
 local function quote(s)
   return '"' .. (tostring(s):gsub('[\\"]', "\\%0"):gsub("%c", " ")) .. '"'
@@ -48,9 +51,15 @@ local function deny(g, status, code, description, extra)
 
 end
 
+-- Ends the request with 500 in the shape of the 401s (JSON, never nginx's HTML page); the error
+-- log names what is wrong, the client learns only that the server is misconfigured.
 local function misconfigured(message)
-  ngx.log(ngx.ERR, "oktadpop guard: ", message)
-  return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+  ngx.log(ngx.ERR, "oktadpop guard: misconfigured: ", message)
+  ngx.status = ngx.HTTP_INTERNAL_SERVER_ERROR
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.print(cjson.encode{error = "server_error", error_description = "the DPoP guard is misconfigured: see the error log"})
+  return ngx.exit(ngx.HTTP_OK) -- the answer is sent: nginx adds no error page
 end
 
 -- The origin the client signed for: configuration, never request input. opts.origin, else
@@ -89,24 +98,37 @@ local function fetch_json(url)
   end
   local res = http.transport{max_body = 1024 * 1024, connect_timeout = 5, timeout = 10}{
     method = "GET", url = url, headers = {Accept = "application/json", ["User-Agent"] = "oktadpop-guard/" .. oktadpop._VERSION}}
-  if res.error then return nil, res.error.message end
+  if res.error then return nil, res.error.message end -- "GET <url> failed: <why>"
   if res.status ~= 200 then return nil, url .. ": HTTP " .. res.status end
   local doc = cjson.decode(res.body)
   if type(doc) ~= "table" then return nil, url .. ": not a JSON object" end
   return doc
 end
 
+-- Two URLs share scheme, host and port.
+local function same_origin(a, b)
+  local s1, h1, p1 = http.parse_url(a)
+  local s2, h2, p2 = http.parse_url(b)
+  return s1 ~= nil and s1 == s2 and h1:lower() == h2:lower() and p1 == p2
+end
+
+-- The JWKS URL: configured, or from the issuer's metadata, where it must be on the issuer's own
+-- origin (metadata that names another host could hand the guard keys from anywhere).
 function Guard:jwks_uri()
   if self.opts.jwks_uri then return self.opts.jwks_uri end
   local cache = self.cache
-  local uri = cache:get("jwks_uri")
+  local uri = cache:get(self.prefix .. "jwks_uri")
   if uri then return uri end
   local meta, err = fetch_json(self.opts.issuer .. "/.well-known/oauth-authorization-server")
   if not meta then return nil, err end
   if type(meta.jwks_uri) ~= "string" or meta.issuer ~= self.opts.issuer then
     return nil, "the issuer's metadata has no jwks_uri, or names another issuer"
   end
-  cache:set("jwks_uri", meta.jwks_uri, self.opts.jwks_ttl)
+  if not same_origin(meta.jwks_uri, self.opts.issuer) then
+    return nil, "the issuer's metadata names jwks_uri " .. quote(meta.jwks_uri) .. ", not on the issuer's origin " ..
+      "(set jwks_uri= to use it)"
+  end
+  cache:set(self.prefix .. "jwks_uri", meta.jwks_uri, self.opts.jwks_ttl)
   return meta.jwks_uri
 end
 
@@ -116,61 +138,82 @@ end
 -- finds a recent fetch gives up at once (a made-up kid waits for nothing).
 function Guard:refetch()
   local cache = self.cache
-  if not cache:add("refetched", true, self.opts.refetch_interval) then
+  if not cache:add(self.prefix .. "refetched", true, self.opts.refetch_interval) then
     for _ = 1, 60 do
-      if not cache:get("fetching") then break end
+      if not cache:get(self.prefix .. "fetching") then break end
       ngx.sleep(0.05)
     end
     return false
   end
-  cache:set("fetching", true, 15)
+  cache:set(self.prefix .. "fetching", true, 15)
   local uri, err = self:jwks_uri()
-  local jwks = uri and fetch_json(uri)
-  cache:delete("fetching")
-  if not uri or type(jwks) ~= "table" or type(jwks.keys) ~= "table" then
-    ngx.log(ngx.ERR, "oktadpop guard: cannot fetch the JWKS: ", tostring(err or uri))
+  local jwks
+  if uri then jwks, err = fetch_json(uri) end
+  if jwks and type(jwks.keys) ~= "table" then jwks, err = nil, uri .. ": the document has no keys" end
+  cache:delete(self.prefix .. "fetching")
+  if not jwks then
+    ngx.log(ngx.ERR, "oktadpop guard: cannot fetch the JWKS: ", tostring(err))
     return false
   end
-  cache:set("jwks", cjson.encode(jwks), self.opts.jwks_ttl)
-  cache:incr("jwks_version", 1, 0)
+  cache:set(self.prefix .. "jwks", cjson.encode(jwks), self.opts.jwks_ttl)
+  cache:incr(self.prefix .. "jwks_version", 1, 0)
   return true
 end
 
--- The JWKS as a table: static, or the cached one (fetched when there is none).
-function Guard:jwks()
-  if self.static then return self.static, 0 end
-  local version = self.cache:get("jwks_version") or 0
-  if self.parsed and self.parsed_version == version then return self.parsed, version end
-  local text = self.cache:get("jwks")
-  if not text then
-    self:refetch()
-    text = self.cache:get("jwks")
-    version = self.cache:get("jwks_version") or 0
+-- The JWKS's keys by kid (false: the one key of a one-key JWKS, for tokens without a kid).
+-- Entries come from the issuer's keys only, never from what a request names; a key whose JWK is
+-- unchanged keeps its object across refetches.
+local function index_keys(jwks, previous)
+  local index, list = {}, jwks.keys
+  for i = 1, math.min(#list, MAX_JWKS_KEYS) do
+    local jwk = list[i]
+    local key = type(jwk) == "table" and oktadpop.load_key(jwk)
+    if key then
+      local old = previous and previous[key.kid or false]
+      if old and old.alg == key.alg and old:thumbprint() == key:thumbprint() then key = old end
+      if key.kid then index[key.kid] = key end
+      if #list == 1 then index[false] = key end
+    end
   end
-  local jwks = text and cjson.decode(text)
-  if type(jwks) ~= "table" then return nil end
-  self.parsed, self.parsed_version, self.keys = jwks, version, {}
-  return jwks, version
+  return index
 end
 
--- The key for a token's kid: loaded once per kid and JWKS version; an unknown kid refetches
--- the JWKS (rate limited), so a rotated key is accepted without a reload.
-function Guard:key_for(token)
-  local claims, header = oktadpop.decode_jwt(token)
-  if not claims then return nil end
-  local kid = type(header.kid) == "string" and header.kid or false
-  for attempt = 1, 2 do
-    local jwks = self:jwks()
-    if not jwks then return nil end
-    self.keys = self.keys or {}
-    local key = self.keys[kid]
-    if key == nil then
-      key = oktadpop.load_key(jwks, kid and {kid = kid} or nil) or false
-      self.keys[kid] = key
-    end
-    if key or self.static or attempt == 2 then return key or nil end
-    self:refetch() -- ours, or one under way in another worker: either way, look again
+-- The current keys: the static JWKS's, or the fetched one's (fetched when there is none),
+-- indexed again only when another fetch has replaced it.
+function Guard:keys()
+  if self.static then return self.index end
+  local version = self.cache:get(self.prefix .. "jwks_version") or 0
+  if self.index and self.index_version == version then return self.index end
+  local text = self.cache:get(self.prefix .. "jwks")
+  if not text then
+    self:refetch()
+    text = self.cache:get(self.prefix .. "jwks")
+    version = self.cache:get(self.prefix .. "jwks_version") or 0
   end
+  local jwks = text and cjson.decode(text)
+  if type(jwks) ~= "table" or type(jwks.keys) ~= "table" then return nil end
+  self.index, self.index_version = index_keys(jwks, self.index), version
+  self.unknown:flush_all()
+  return self.index
+end
+
+-- The key for a token's kid. A kid the fetched JWKS lacks refetches it (at most once per
+-- refetch_interval for all workers), so a rotated key is accepted without a reload; after that
+-- fetch the kid is remembered as unknown in a small LRU until the next refetch may happen, so
+-- made-up kids cost neither memory nor the shared dict.
+function Guard:key_for(token)
+  local _, header = oktadpop.decode_jwt(token)
+  if not header then return nil end
+  local kid = type(header.kid) == "string" and header.kid or false
+  local index = self:keys()
+  if not index then return nil end
+  local key = index[kid]
+  if key or self.static or self.unknown:get(kid) then return key end
+  self:refetch() -- ours, or one under way in another worker: either way, look again
+  index = self:keys()
+  key = index and index[kid]
+  if index and not key then self.unknown:set(kid, true, self.opts.refetch_interval) end
+  return key
 end
 
 -- ---- nonces (RFC 9449 section 9): one per nonce_lifetime slot, the previous one still good ----
@@ -220,9 +263,13 @@ function _M.new(opts)
   if o.jwks then
     g.static, err = type(o.jwks) == "table" and o.jwks or read_jwks_file(o.jwks)
     if not g.static then return nil, err end
+    if type(g.static.keys) ~= "table" then g.static = {keys = {g.static}} end -- one JWK: a JWKS of one key
+    g.index = index_keys(g.static)
   else
     g.cache, err = dict(o.cache_dict, "cache_dict: the fetched JWKS")
     if not g.cache then return nil, err or "jwks_uri or issuer discovery needs cache_dict" end
+    g.unknown = lrucache.new(UNKNOWN_KIDS)
+    g.prefix = (o.jwks_uri or o.issuer) .. " " -- guards of other issuers may share the dict
   end
   g.replay = o.replay_store
   if not g.replay then
