@@ -29,6 +29,7 @@ int luaopen_oktadpop(lua_State *L) {
   lua_setfield(L, -2, "null");
   ok_errors_open(L);
   ok_keys_open(L);
+  ok_keycache_open(L);
   ok_pretty_open(L);
   ok_core_open(L); /* the core table, for drivers */
   ok_setup_open(L);
