@@ -123,6 +123,8 @@ describe("the DPoP guard with fetched keys, in nginx", function()
   end)
 
   it("accepts tokens of a rotated key within one refetch, under load, without a reload", function()
+    local old = token(k1) -- verified and cached by the workers before the rotation
+    for i = 1, 12 do assert.equal(200, (call("/items/cached" .. i, old))) end
     os.execute("sleep 1.2") -- past refetch_interval since the first fetch
     publish(k2) -- the authorization server rotates: k1 is gone, k2 signs
     local list = {}
@@ -140,6 +142,11 @@ describe("the DPoP guard with fetched keys, in nginx", function()
     assert.equal(60, ok)
     assert.equal(2, fetches()) -- exactly one refetch for the rotation
     assert.equal(401, (call("/items/old", token(k1)))) -- the retired key no longer opens anything
+    for i = 1, 12 do -- and a token it signed, cached while it was the issuer's, is dropped with it
+      local code, _, body = call("/items/dropped" .. i, old)
+      assert.equal(401, code)
+      assert.equal("invalid_token", cjson.decode(body).error)
+    end
   end)
 
   it("refetches at most once per interval for a flood of unknown kids", function()

@@ -18,11 +18,12 @@ local floor, ceil = math.floor, math.ceil
 local _M = {}
 
 local ALGS = 'algs="ES256 ES384 ES512 RS256 RS384 RS512"'
-local DEFAULTS = {max_age = 60, leeway = 5, refetch_interval = 60, jwks_ttl = 3600, nonce_lifetime = 300}
+local DEFAULTS = {max_age = 60, leeway = 5, refetch_interval = 60, jwks_ttl = 3600, nonce_lifetime = 300,
+                  token_cache_size = 2048, key_cache_size = 256}
 local OPTIONS = {jwks = true, jwks_uri = true, issuer = true, audience = true, required_scopes = true,
                  replay_dict = true, replay_store = true, cache_dict = true, nonce_dict = true, origin = true,
                  max_age = true, leeway = true, refetch_interval = true, jwks_ttl = true, nonce_lifetime = true,
-                 clock = true}
+                 clock = true, token_cache_size = true, key_cache_size = true}
 local guards = {} -- a checked guard per distinct options, per worker
 local MAX_JWKS_KEYS = 100 -- keys imported from one JWKS; far above any authorization server's
 local UNKNOWN_KIDS = 64 -- kids the fetched JWKS lacks, remembered so a repeated one costs no refetch check
@@ -182,13 +183,13 @@ end
 -- indexed again only when another fetch has replaced it.
 function Guard:keys()
   if self.static then return self.index end
-  local version = self.cache:get(self.prefix .. "jwks_version") or 0
+  local version = self.cache:get(self.version_key) or 0
   if self.index and self.index_version == version then return self.index end
   local text = self.cache:get(self.prefix .. "jwks")
   if not text then
     self:refetch()
     text = self.cache:get(self.prefix .. "jwks")
-    version = self.cache:get(self.prefix .. "jwks_version") or 0
+    version = self.cache:get(self.version_key) or 0
   end
   local jwks = text and cjson.decode(text)
   if type(jwks) ~= "table" or type(jwks.keys) ~= "table" then return nil end
@@ -197,7 +198,7 @@ function Guard:keys()
   return self.index
 end
 
--- The key for a token's kid. A kid the fetched JWKS lacks refetches it (at most once per
+-- The key for a token's kid, and the kid (false when the token names none). A kid the fetched JWKS lacks refetches it (at most once per
 -- refetch_interval for all workers), so a rotated key is accepted without a reload; after that
 -- fetch the kid is remembered as unknown in a small LRU until the next refetch may happen, so
 -- made-up kids cost neither memory nor the shared dict.
@@ -208,12 +209,12 @@ function Guard:key_for(token)
   local index = self:keys()
   if not index then return nil end
   local key = index[kid]
-  if key or self.static or self.unknown:get(kid) then return key end
+  if key or self.static or self.unknown:get(kid) then return key, kid end
   self:refetch() -- ours, or one under way in another worker: either way, look again
   index = self:keys()
   key = index and index[kid]
   if index and not key then self.unknown:set(kid, true, self.opts.refetch_interval) end
-  return key
+  return key, kid
 end
 
 -- ---- nonces (RFC 9449 section 9): one per nonce_lifetime slot, the previous one still good ----
@@ -245,7 +246,8 @@ end
 --- A checked guard: guard.new(opts) -> guard | nil, err. opts: issuer (required), audience,
 -- jwks (a table or file) or jwks_uri (else the issuer's metadata) with cache_dict, replay_dict
 -- or replay_store, origin, max_age (60), leeway (5), required_scopes, nonce_dict,
--- nonce_lifetime (300), refetch_interval (60), jwks_ttl (3600), clock.
+-- nonce_lifetime (300), refetch_interval (60), jwks_ttl (3600), token_cache_size (2048),
+-- key_cache_size (256), clock.
 -- @function new
 function _M.new(opts)
   if type(opts) ~= "table" then return nil, "guard options must be a table" end
@@ -257,11 +259,14 @@ function _M.new(opts)
     if type(o[k]) ~= "number" or o[k] < 0 or o[k] ~= o[k] or o[k] == math.huge then return nil, k .. " must be a number" end
   end
   if o.max_age < 1 then return nil, "max_age must be at least 1" end
+  for _, k in ipairs{"token_cache_size", "key_cache_size"} do
+    if o[k] < 1 or o[k] > 1e6 or o[k] % 1 ~= 0 then return nil, k .. " must be a whole number from 1 to 1000000" end
+  end
   if type(o.issuer) ~= "string" then return nil, "issuer is required (the authorization server's issuer URL)" end
   local g = setmetatable({opts = o}, Guard)
   local err
   if o.jwks then
-    g.static, err = type(o.jwks) == "table" and o.jwks or read_jwks_file(o.jwks)
+    if type(o.jwks) == "table" then g.static = o.jwks else g.static, err = read_jwks_file(o.jwks) end
     if not g.static then return nil, err end
     if type(g.static.keys) ~= "table" then g.static = {keys = {g.static}} end -- one JWK: a JWKS of one key
     g.index = index_keys(g.static)
@@ -270,6 +275,7 @@ function _M.new(opts)
     if not g.cache then return nil, err or "jwks_uri or issuer discovery needs cache_dict" end
     g.unknown = lrucache.new(UNKNOWN_KIDS)
     g.prefix = (o.jwks_uri or o.issuer) .. " " -- guards of other issuers may share the dict
+    g.version_key = g.prefix .. "jwks_version"
   end
   g.replay = o.replay_store
   if not g.replay then
@@ -285,6 +291,12 @@ function _M.new(opts)
   if o.required_scopes ~= nil and type(o.required_scopes) ~= "table" then return nil, "required_scopes must be a list" end
   if o.clock ~= nil and type(o.clock) ~= "function" then return nil, "clock must be a function returning epoch seconds" end
   g.clock = o.clock or function() ngx.update_time() return ngx.now() end
+  g.tokens = lrucache.new(o.token_cache_size)
+  g.proof_keys = oktadpop.key_cache(o.key_cache_size)
+  -- verify_dpop_proof's options, filled in per request: no table made on the hot path
+  g.proof_opts = {htm = "GET", htu = "", ath = "", jkt = "", max_age = o.max_age, leeway = o.leeway, now = 0,
+                  key_cache = g.proof_keys}
+  g.origin = o.origin
   return g
 end
 
@@ -305,12 +317,10 @@ local function has_scopes(claims, required)
   return true
 end
 
--- The token: a DPoP-bound JWT from the issuer, sent with the DPoP scheme.
-function Guard:token(auth, now)
-  if type(auth) == "table" then return nil, "invalid_request", "more than one Authorization header" end
-  local scheme, token = auth:match("^(%S+)%s+(%S+)%s*$")
-  if not scheme then return nil, "invalid_request", "malformed Authorization header" end
-  local key = self:key_for(token)
+-- Verifies a token the cache does not hold; its entry, kept until exp (never longer) when it
+-- passes: the claims, cnf.jkt, the hash that keys it (the proof's ath), the key that signed it.
+function Guard:verify_token(token, ath, now)
+  local key, kid = self:key_for(token)
   if not key then return nil, "invalid_token", "no key of the authorization server matches the token" end
   local claims, err = oktadpop.verify_jwt(token, key, {issuer = self.opts.issuer, audience = self.opts.audience,
                                                         leeway = self.opts.leeway, now = now})
@@ -318,8 +328,30 @@ function Guard:token(auth, now)
   if type(claims.exp) ~= "number" then return nil, "invalid_token", "the access token has no exp" end
   local jkt = type(claims.cnf) == "table" and claims.cnf.jkt
   if type(jkt) ~= "string" then return nil, "invalid_token", "the access token is not DPoP-bound (no cnf.jkt)" end
-  if scheme:lower() ~= "dpop" then return nil, "invalid_token", "a DPoP-bound access token must be sent with the DPoP scheme" end
-  return claims, token, jkt
+  local entry = {claims = claims, jkt = jkt, ath = ath, exp = claims.exp, key = key, kid = kid,
+                 scoped = has_scopes(claims, self.opts.required_scopes)}
+  if now < claims.exp then self.tokens:set(ath, entry, claims.exp - now) end
+  return entry
+end
+
+-- The token: a DPoP-bound JWT from the issuer, sent with the DPoP scheme. A verified token is
+-- found by its SHA-256 until its exp, while the key that signed it is still the issuer's.
+function Guard:token(auth, now)
+  if type(auth) == "table" then return nil, "invalid_request", "more than one Authorization header" end
+  local scheme, token = auth:match("^(%S+)%s+(%S+)%s*$")
+  if not scheme then return nil, "invalid_request", "malformed Authorization header" end
+  local ath = oktadpop.ath(token)
+  local entry, code, why = self.tokens:get(ath)
+  local index = entry and now <= entry.exp and (self.static and self.index or self:keys())
+  if not (index and index[entry.kid] == entry.key) then
+    if entry then self.tokens:delete(ath) end
+    entry, code, why = self:verify_token(token, ath, now)
+    if not entry then return nil, code, why end
+  end
+  if scheme ~= "DPoP" and scheme:lower() ~= "dpop" then
+    return nil, "invalid_token", "a DPoP-bound access token must be sent with the DPoP scheme"
+  end
+  return entry
 end
 
 -- Records the proof's jti for as long as the proof could be accepted: counted from its own
@@ -337,19 +369,19 @@ end
 -- @function guard:protect
 function Guard:protect()
   local now = self.clock()
-  local origin = configured_origin(self.opts)
+  local origin = self.origin or configured_origin(self.opts)
   if not origin then return misconfigured("set origin= (server_name is not one plain name, and the Host header is not trusted)") end
   local auth, proof = credentials()
   if not auth then return deny(self, ngx.HTTP_UNAUTHORIZED) end
-  local claims, token, jkt = self:token(auth, now)
-  if not claims then return deny(self, ngx.HTTP_UNAUTHORIZED, token, jkt) end
+  local entry, code, why = self:token(auth, now)
+  if not entry then return deny(self, ngx.HTTP_UNAUTHORIZED, code, why) end
   if type(proof) == "table" then return deny(self, 400, "invalid_dpop_proof", "more than one DPoP header") end
   if not proof then return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "missing DPoP proof") end
   local path = ngx.var.uri
   if path:sub(1, 1) ~= "/" then return deny(self, 400, "invalid_request", "the request path must start with /") end
-  local pclaims, perr = oktadpop.verify_dpop_proof(proof, {
-    htm = ngx.req.get_method(), htu = origin .. path, access_token = token, jkt = jkt,
-    max_age = self.opts.max_age, leeway = self.opts.leeway, now = now})
+  local o = self.proof_opts
+  o.htm, o.htu, o.ath, o.jkt, o.now = ngx.req.get_method(), origin .. path, entry.ath, entry.jkt, now
+  local pclaims, perr = oktadpop.verify_dpop_proof(proof, o)
   if not pclaims then return deny(self, ngx.HTTP_UNAUTHORIZED, perr.code or "invalid_dpop_proof", perr.message) end
   if self.nonces and not self:nonce_ok(pclaims.nonce, now) then
     return deny(self, ngx.HTTP_UNAUTHORIZED, "use_dpop_nonce", "Resource server requires nonce in DPoP proof")
@@ -357,12 +389,13 @@ function Guard:protect()
   if not self:first_use(pclaims, now) then
     return deny(self, ngx.HTTP_UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof has been used before")
   end
-  if not has_scopes(claims, self.opts.required_scopes) then
+  if not entry.scoped then
     return deny(self, ngx.HTTP_FORBIDDEN, "insufficient_scope", "the access token lacks a required scope",
                 "scope=" .. quote(table.concat(self.opts.required_scopes, " ")))
   end
   if self.nonces then ngx.header["DPoP-Nonce"] = self:nonce_for(now) end
-  ngx.ctx.oktadpop = {claims = claims, jkt = jkt, proof = pclaims}
+  -- the claims table is the cached one, shared by every request with this token: read it only
+  ngx.ctx.oktadpop = {claims = entry.claims, jkt = entry.jkt, proof = pclaims}
 end
 
 -- The options as a string, so that protect{...} (a new table per request) finds its guard.
