@@ -30,7 +30,7 @@ build = {
       sources = {
         "src/admission.c", "src/b64url.c", "src/client.c", "src/compat.c", "src/config.c",
         "src/core.c", "src/dotenv.c", "src/dpop.c", "src/errors.c", "src/files.c", "src/http.c",
-        "src/json.c", "src/jws.c", "src/keys.c", "src/oktadpop.c", "src/operation.c",
+        "src/json.c", "src/jws.c", "src/keycache.c", "src/keys.c", "src/oktadpop.c", "src/operation.c",
         "src/options.c", "src/pages.c", "src/pretty.c", "src/ratelimit.c", "src/request.c",
         "src/result.c", "src/retry.c", "src/session.c", "src/setup.c", "src/store.c",
         "src/transfer.c", "src/url.c"

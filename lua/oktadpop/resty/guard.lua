@@ -4,7 +4,8 @@
 -- DPoP header exactly, and jti replay across all workers; optionally required scopes (RFC 6750
 -- section 3.1) and server nonces (RFC 9449 section 9). On success the verified claims are in
 -- ngx.ctx.oktadpop; on failure the request ends with 401 (or 403 for scopes) and a
--- WWW-Authenticate: DPoP challenge, with a small JSON body, never an HTML page.
+-- WWW-Authenticate: DPoP challenge, with a small JSON body, never an HTML page. Per worker, a
+-- verified token is kept by its SHA-256 until exp, and a proof's key by its thumbprint.
 -- @module oktadpop.resty.guard
 local oktadpop = require "oktadpop"
 local cjson = require "cjson.safe"
