@@ -191,6 +191,10 @@ if num("bulk.conc.wall_s") then
     string.format("%.1f× the batch", num("bulk.seq.scaled_wall_s") / num("bulk.conc.wall_s")), "")
 end
 
+-- 7. the guard (bench/reportguard.lua)
+local guard = dofile("bench/reportguard.lua")
+guard.rows { R = R, num = num, fmt = fmt, pct = pct, verdict = verdict, row = row, misses = misses, mean2 = mean2 }
+
 local function table_md()
   local t = { "| part | measurement | result | reference | ratio | target |", "|---|---|---:|---|---:|---|" }
   for _, r in ipairs(rows) do t[#t + 1] = "| " .. table.concat(r, " | ") .. " |" end
@@ -302,6 +306,7 @@ w("   bucket allows fewer than it sends, and the emulator's clock is set so that
 w("   few seconds after the start: the floor is the time to the window's end (which no client can")
 w("   beat without going over) plus the rest at C in flight. 429s, the peak in flight and the peak")
 w("   use of the bucket by this app in any one window come from `GET /__emulator/stats`.")
+guard.method { R = R, w = w }
 w()
 
 -- where the time goes (every figure from this run)
@@ -438,6 +443,8 @@ if sdk_es then
   w("  With an EC key (ES256) the first call fails: " .. sdk_es:gsub('^"', ""):gsub('"$', "") .. ".")
 end
 w()
+
+guard.section { R = R, w = w }
 
 -- profile
 w("## Profiles (callgrind, Lua 5.4)")

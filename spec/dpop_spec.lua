@@ -177,11 +177,15 @@ describe("htu", function()
   end
 end)
 
-describe("verify_dpop_proof", function()
-  local key, other
+-- Every check twice: as it is, and with a key cache that already holds the keys (a cached key
+-- must never let through a proof its import would have refused).
+for _, cached in ipairs{false, true} do
+describe("verify_dpop_proof" .. (cached and ", with a warm key_cache" or ""), function()
+  local key, other, cache
   setup(function()
     key = assert(oktadpop.generate_key("ES256", {kid = "k1"}))
     other = assert(oktadpop.generate_key("ES256"))
+    cache = cached and oktadpop.key_cache(8) or nil
   end)
 
   local function proof(extra, k)
@@ -190,7 +194,12 @@ describe("verify_dpop_proof", function()
     return assert(oktadpop.dpop_proof(k or key, opts))
   end
   local function verify(p, extra)
-    local opts = {htm = "GET", htu = HTU, now = NOW}
+    if cache then -- warm: both keys' good proofs first
+      for _, k in ipairs{key, other} do
+        assert(oktadpop.verify_dpop_proof(proof({}, k), {htm = "GET", htu = HTU, now = NOW, key_cache = cache}))
+      end
+    end
+    local opts = {htm = "GET", htu = HTU, now = NOW, key_cache = cache}
     for name, v in pairs(extra or {}) do opts[name] = v end
     return oktadpop.verify_dpop_proof(p, opts)
   end
@@ -389,5 +398,82 @@ describe("verify_dpop_proof", function()
     end
     assert.has_error(function() oktadpop.verify_dpop_proof(proof(), "GET") end)
     assert.has_error(function() oktadpop.verify_dpop_proof(nil, {htm = "GET", htu = HTU}) end)
+  end)
+
+  it("takes the access token's ath in place of the token, not both", function()
+    local ath = oktadpop.ath(TOKEN)
+    assert.is_table(verify(proof({access_token = TOKEN}), {ath = ath}))
+    rejected("ath", nil, verify(proof({access_token = TOKEN .. "x"}), {ath = ath}))
+    rejected("ath", nil, verify(proof(), {ath = ath}))
+    local v, err = verify(proof({access_token = TOKEN}), {ath = ath, access_token = TOKEN})
+    assert.is_nil(v)
+    assert.equal("config", err.kind)
+  end)
+
+  it("refuses a cached key's JWK when a member load_key checks is wrong", function()
+    local claims = {jti = "0123456789abcdefghij", htm = "GET", htu = HTU, iat = NOW}
+    for _, over in ipairs{{use = "enc"}, {alg = 7}, {kid = {}}, {n = 1}} do
+      local jwk = key:public_jwk()
+      for k, v in pairs(over) do jwk[k] = v end
+      rejected("jwk", nil, verify(assert(oktadpop.sign_jwt(key, claims, {typ = "dpop+jwt", jwk = jwk}))))
+    end
+  end)
+end)
+end
+
+describe("key_cache", function()
+  local function proof(k) return assert(oktadpop.dpop_proof(k, {htm = "GET", htu = HTU, iat = NOW})) end
+  local function verify(p, cache, extra)
+    local opts = {htm = "GET", htu = HTU, now = NOW, key_cache = cache}
+    for name, v in pairs(extra or {}) do opts[name] = v end
+    return oktadpop.verify_dpop_proof(p, opts)
+  end
+
+  it("imports a returning client's key once, under its thumbprint and alg", function()
+    local cache, k = oktadpop.key_cache(4), assert(oktadpop.generate_key("ES256"))
+    for _ = 1, 5 do
+      local claims, _, jkt = verify(proof(k), cache)
+      assert.is_table(claims)
+      assert.equal(k:thumbprint(), jkt)
+    end
+    assert.equal(1, cache:count())
+    assert.same({k:thumbprint() .. ":ES256"}, cache:keys())
+    local twin = assert(oktadpop.load_key(assert(oktadpop.generate_key("RS256")), {alg = "RS384"}))
+    assert.is_table(verify(proof(twin), cache))
+    assert.is_table(verify(proof(assert(oktadpop.load_key(twin, {alg = "RS512"}))), cache)) -- one key, two algs
+    assert.same({twin:thumbprint() .. ":RS512", twin:thumbprint() .. ":RS384", k:thumbprint() .. ":ES256"}, cache:keys())
+  end)
+
+  it("is bounded: the least recently used key goes first", function()
+    local cache, keys = oktadpop.key_cache(3), {}
+    for i = 1, 4 do keys[i] = assert(oktadpop.generate_key("ES256")) end
+    for i = 1, 3 do assert(verify(proof(keys[i]), cache)) end
+    assert(verify(proof(keys[1]), cache)) -- 1 is used again: 2 is now the oldest
+    assert(verify(proof(keys[4]), cache))
+    assert.equal(3, cache:count())
+    assert.equal(3, cache:size())
+    assert.same({keys[4]:thumbprint() .. ":ES256", keys[1]:thumbprint() .. ":ES256", keys[3]:thumbprint() .. ":ES256"},
+      cache:keys())
+    for i = 5, 40 do assert(verify(proof(assert(oktadpop.generate_key("ES256"))), cache)) end
+    assert.equal(3, cache:count())
+  end)
+
+  it("refuses a key other than cnf.jkt before importing it", function()
+    local cache, k = oktadpop.key_cache(4), assert(oktadpop.generate_key("ES256"))
+    local v, err = verify(proof(k), cache, {jkt = assert(oktadpop.generate_key("ES256")):thumbprint()})
+    assert.is_nil(v)
+    assert.equal("jkt", err.check)
+    assert.equal(0, cache:count())
+    assert.is_table(verify(proof(k), cache, {jkt = k:thumbprint()}))
+    assert.equal(1, cache:count())
+  end)
+
+  it("takes a size from 1 to 65536 and is only a key_cache where one is expected", function()
+    assert.has_error(function() oktadpop.key_cache(0) end)
+    assert.has_error(function() oktadpop.key_cache(65537) end)
+    assert.equal(256, oktadpop.key_cache():size())
+    local v, err = verify(proof(assert(oktadpop.generate_key("ES256"))), {})
+    assert.is_nil(v)
+    assert.equal("config", err.kind)
   end)
 end)

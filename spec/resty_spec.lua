@@ -106,12 +106,12 @@ return M
 end)
 
 describe("the guard's own defences, in nginx #nginx", function()
-  local dir, server, key, token, jkt
+  local dir, server, key, token, jkt, as
   local ISSUER, AUD = "https://issuer.test/oauth2/default", "api://test"
 
   setup(function()
     dir = sh("mktemp -d"):gsub("%s+$", "")
-    local as = assert(oktadpop.generate_key("ES256", {kid = "as1"}))
+    as = assert(oktadpop.generate_key("ES256", {kid = "as1"}))
     key = assert(oktadpop.generate_key("ES256"))
     jkt = key:thumbprint()
     token = assert(oktadpop.sign_jwt(as, {iss = ISSUER, aud = AUD, sub = "app", exp = os.time() + 3600,
@@ -135,6 +135,9 @@ M.mocked = {jwks = %q, issuer = %q, audience = %q, replay_store = store, origin 
             max_age = 60, leeway = 5, clock = M.now}
 M.plain = {jwks = %q, issuer = %q, audience = %q, replay_dict = "replay", origin = "http://api.example"}
 M.no_origin = {jwks = %q, issuer = %q, audience = %q, replay_dict = "replay"}
+-- tiny caches, to see them bounded
+M.small = assert(guard.new{jwks = M.plain.jwks, issuer = M.plain.issuer, audience = M.plain.audience, replay_dict = "replay",
+  origin = "http://api.example", leeway = 5, clock = M.now, token_cache_size = 2, key_cache_size = 2})
 return M
 ]]):format(dir .. "/jwks.json", ISSUER, AUD, dir .. "/jwks.json", ISSUER, AUD, dir .. "/jwks.json", ISSUER, AUD))
     server = nginx.start{dir = dir, http = "lua_shared_dict replay 1m;", server = [[
@@ -146,6 +149,10 @@ return M
       location / {
         access_by_lua_block { require("oktadpop.resty.guard").protect(require("guard_app").plain) }
         content_by_lua_block { ngx.say("ok") }
+      }
+      location /small/ {
+        access_by_lua_block { require("guard_app").small:protect() }
+        content_by_lua_block { local g = require("guard_app").small ngx.say(g.tokens:count(), " ", g.proof_keys:count()) }
       }
       location /unset/ {
         access_by_lua_block { require("oktadpop.resty.guard").protect(require("guard_app").no_origin) }
@@ -210,5 +217,57 @@ return M
     local late = proof("http://api.example/mocked/a", {iat = T})
     assert.equal(200, (at(edge - 0.1, late))) -- first used at the very end
     assert.equal(401, (at(edge, late)))
+  end)
+
+  -- a token for its own DPoP key, and a call to /small/ at guard time t with a fresh proof
+  local function client(over)
+    local k = assert(oktadpop.generate_key("ES256"))
+    local claims = {iss = ISSUER, aud = AUD, sub = "app", exp = os.time() + 3600, cnf = {jkt = k:thumbprint()}}
+    for name, v in pairs(over or {}) do claims[name] = v end
+    return {key = k, token = assert(oktadpop.sign_jwt(as, claims))}
+  end
+  local function small(c, t, proof_key)
+    local p = assert(oktadpop.dpop_proof(proof_key or c.key, {htm = "GET", htu = "http://api.example/small/x",
+      access_token = c.token, iat = math.floor(t)}))
+    return fetch(server.url .. "/small/x", {"X-Test-Clock: " .. t, "Authorization: DPoP " .. c.token, "DPoP: " .. p})
+  end
+
+  it("keeps verified tokens and proof keys in bounded LRUs", function()
+    local now, clients = os.time(), {}
+    for i = 1, 4 do
+      clients[i] = client()
+      local code, body = small(clients[i], now)
+      assert.equal(200, code, body)
+      assert.equal(("%d %d\n"):format(math.min(i, 2), math.min(i, 2)), body) -- tokens, proof keys
+    end
+    local code, body = small(clients[1], now) -- evicted long ago: verified again, and cached again
+    assert.equal(200, code)
+    assert.equal("2 2\n", body)
+  end)
+
+  it("holds a verified token until its exp, never longer (leeway or not)", function()
+    local T = os.time()
+    local c = client{exp = T + 30}
+    assert.equal(200, (small(c, T))) -- verified and cached
+    assert.equal(200, (small(c, T + 30))) -- at exp: from the cache
+    assert.equal(200, (small(c, T + 35))) -- past exp, within the 5 s leeway: verified again, not cached
+    local code, body = small(c, T + 35.5)
+    assert.equal(401, code)
+    assert.matches("JWT has expired", body, 1, true)
+  end)
+
+  it("never lets a refused token or proof pass because a token is cached", function()
+    local now, c = os.time(), client()
+    assert.equal(200, (small(c, now)))
+    local code, body = small(c, now, assert(oktadpop.generate_key("ES256"))) -- the cached token, another key's proof
+    assert.equal(401, code)
+    assert.matches("cnf.jkt", body, 1, true)
+    local wrong = client{aud = "api://other"} -- refused, and refused again: nothing was cached for it
+    for _ = 1, 2 do assert.equal(401, (small(wrong, now))) end
+    local h, p = c.token:match("^([^.]+)%.([^.]+)%.")
+    local forged = {key = c.key, token = h .. "." .. p .. "." .. assert(oktadpop.sign_jwt(as, {x = 1})):match("([^.]+)$")}
+    code, body = small(forged, now) -- the cached token's header and claims under another signature
+    assert.equal(401, code)
+    assert.matches("signature", body, 1, true)
   end)
 end)

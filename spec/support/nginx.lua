@@ -93,7 +93,9 @@ function N:stop()
   self.stopped = true
   os.execute("kill -QUIT " .. self.pid .. " 2>/dev/null")
   for _ = 1, 50 do
-    if not io.open("/proc/" .. self.pid .. "/status") then break end
+    local alive = io.open("/proc/" .. self.pid .. "/status")
+    if not alive then break end
+    alive:close() -- an open handle is inherited by every program a spec runs later (wrk runs out of slots)
     os.execute("sleep 0.1")
   end
 end

@@ -71,6 +71,7 @@ int luaopen_oktadpop(lua_State *L) {
   lua_setfield(L, -2, "null");
   ok_errors_open(L);
   ok_keys_open(L);
+  ok_keycache_open(L);
   ok_outfile_open(L);
   ok_transport_open(L);
   ok_redis_open(L);

@@ -255,13 +255,15 @@ static int proof_fail(lua_State *L, const char *check, const char *code, const c
 }
 
 typedef struct proof_opts {
-  const char *htm, *htu, *token, *jkt, *nonce;
-  size_t htm_len, htu_len, token_len, nonce_len;
+  const char *htm, *htu, *token, *jkt, *nonce, *ath;
+  size_t htm_len, htu_len, token_len, nonce_len, ath_len;
   double now, max_age, leeway;
+  int key_cache; /* stack index of a key_cache, or 0 */
 } proof_opts;
 
 static int read_proof_opts(lua_State *L, proof_opts *o) {
-  static const char *const names[] = {"htm", "htu", "access_token", "jkt", "nonce", "max_age", "leeway", "now", NULL};
+  static const char *const names[] = {"htm", "htu", "access_token", "jkt", "nonce", "max_age", "leeway", "now",
+                                      "ath", "key_cache", NULL};
   lua_getfield(L, 2, "jti_seen");
   if (!lua_isnil(L, -1))
     return ok_fail(L, "config", "verify_dpop_proof no longer takes jti_seen: check claims.jti against your "
@@ -273,14 +275,20 @@ static int read_proof_opts(lua_State *L, proof_opts *o) {
       !ok_opt_string(L, 2, "jkt", &o->jkt, NULL) || !ok_opt_string(L, 2, "nonce", &o->nonce, &o->nonce_len) ||
       !ok_opt_number(L, 2, "now", (double)time(NULL), 0, OK_MAX_TIME, &o->now) ||
       !ok_opt_number(L, 2, "max_age", OK_DEFAULT_MAX_AGE, 1, 86400, &o->max_age) ||
-      !ok_opt_number(L, 2, "leeway", OK_DEFAULT_LEEWAY, 0, 3600, &o->leeway))
+      !ok_opt_number(L, 2, "leeway", OK_DEFAULT_LEEWAY, 0, 3600, &o->leeway) ||
+      !ok_opt_string(L, 2, "ath", &o->ath, &o->ath_len))
     return 0;
   if (!o->htm || !o->htu) return ok_fail(L, "config", "verify_dpop_proof needs opts.htm and opts.htu"), 0;
+  if (o->ath && o->token) return ok_fail(L, "config", "verify_dpop_proof takes access_token or its ath, not both"), 0;
+  lua_getfield(L, 2, "key_cache"); /* left on the stack: the proof's key is kept there */
+  if (luaL_testudata(L, -1, OK_KEYCACHE_MT)) o->key_cache = lua_gettop(L);
+  else if (!lua_isnil(L, -1)) return ok_fail(L, "config", "key_cache must be an oktadpop.key_cache()"), 0;
   return 1;
 }
 
-/* The header's typ, alg and jwk (a single public key); loads the key, pushed. */
-static int proof_key(lua_State *L, int hidx) {
+/* The header's typ, alg and jwk (a single public key); loads the key (or finds it in the key
+ * cache, after checking its thumbprint against jkt), pushed. */
+static int proof_key(lua_State *L, int hidx, const proof_opts *o) {
   static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "k", "oth", NULL};
   int alg;
   if (!ok_jws_typ_is(L, hidx, "dpop+jwt")) return proof_fail(L, "typ", bad_proof, "typ is not dpop+jwt");
@@ -297,6 +305,13 @@ static int proof_key(lua_State *L, int hidx) {
     lua_getfield(L, -1, private_members[i]);
     if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk carries private key members");
     lua_pop(L, 1);
+  }
+  if (o->key_cache) {
+    int r = ok_keycache_proof_key(L, o->key_cache, lua_gettop(L), alg, o->jkt);
+    if (r == 3) return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt");
+    if (r == 1) return 1;
+    lua_getfield(L, -1, "message");
+    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1));
   }
   lua_createtable(L, 0, 1);
   lua_pushstring(L, ok_alg_name(alg));
@@ -336,19 +351,20 @@ static int proof_request_claims(lua_State *L, int cidx, const proof_opts *o) {
 static int proof_binding(lua_State *L, int cidx, const proof_opts *o, const ok_key *key) {
   if (o->nonce && !ok_jws_field_is(L, cidx, "nonce", o->nonce, o->nonce_len))
     return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one");
-  if (o->token) {
+  if (o->token || o->ath) {
     char ath[44];
-    ok_ath_of(o->token, o->token_len, ath);
-    if (!ok_jws_field_is(L, cidx, "ath", ath, strlen(ath))) return proof_fail(L, "ath", bad_proof, "ath does not match the access token");
+    if (o->token) ok_ath_of(o->token, o->token_len, ath);
+    if (!ok_jws_field_is(L, cidx, "ath", o->ath ? o->ath : ath, o->ath ? o->ath_len : strlen(ath)))
+      return proof_fail(L, "ath", bad_proof, "ath does not match the access token");
   }
   if (o->jkt && strcmp(o->jkt, key->thumbprint) != 0)
     return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt");
   return 0;
 }
 
-/*** oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token=, jkt=, nonce=, max_age=,
- * leeway=, now=}) -> claims, header, jkt | nil, err (err.check names the check). The replay
- * check is the caller's: claims.jti, kept until claims.iat + max_age + leeway.
+/*** oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token= or ath=, jkt=, nonce=, max_age=,
+ * leeway=, now=, key_cache=}) -> claims, header, jkt | nil, err (err.check names the check). The
+ * replay check is the caller's: claims.jti, kept until claims.iat + max_age + leeway.
  * @function verify_dpop_proof
  */
 int ok_dpop_verify(lua_State *L) {
@@ -367,14 +383,13 @@ int ok_dpop_verify(lua_State *L) {
   }
   hidx = lua_gettop(L) - 1;
   cidx = hidx + 1;
-  if (proof_key(L, hidx) != 1) return 2;
+  if (proof_key(L, hidx, &o) != 1) return 2;
   key = ok_key_check(L, -1);
   memset(&v, 0, sizeof v);
   v.now = o.now; /* a proof carries no exp or nbf of its own, but if it does, they hold */
   v.leeway = o.leeway;
   v.code = bad_proof;
-  if (ok_jws_verify_at(L, 1, key, &v)) return 2;
-  lua_pop(L, 2); /* the header and claims pushed again by the verifier */
+  if (ok_jws_verify_decoded(L, proof, plen, key, hidx, &v)) return 2; /* decoded once, above */
   if (proof_request_claims(L, cidx, &o) || proof_binding(L, cidx, &o, key)) return 2;
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, hidx);

@@ -21,6 +21,7 @@ typedef struct ok_key {
   char *dpop_header;   /* base64url of the DPoP protected header, made on first use */
   EVP_PKEY_CTX *sign_ctx; /* set up once for EVP_PKEY_sign: no per-signature fetches */
   EVP_MD_CTX *md_ctx;     /* reused for hashing the signing input: no allocation per proof */
+  EVP_PKEY_CTX *verify_ctx; /* set up once for EVP_PKEY_verify with the key's own alg */
 } ok_key;
 
 const char *ok_alg_name(enum ok_alg alg);
@@ -64,6 +65,9 @@ int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v);
 /* Verifies the JWT at idx against key; on success leaves header, claims pushed and returns 0;
  * else pushes nil, err (kind "verify", err.check naming the check) and returns 2. */
 int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v);
+/* The same for a JWT already decoded by ok_jws_decode (header at hidx, claims at hidx + 1):
+ * 0, or nil, err pushed and 2. */
+int ok_jws_verify_decoded(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v);
 /* Pushes nil and a verification error; returns 2. */
 int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg);
 /* Field name of the table at tidx is exactly want (wlen bytes: an embedded NUL counts). */
@@ -93,5 +97,14 @@ void ok_ath_of(const char *token, size_t n, char out[44]);
 /* Pushes a client assertion, or nil, err. */
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
+
+/* ---- keycache.c: a bounded LRU of imported DPoP proof keys ---- */
+#define OK_KEYCACHE_MT "oktadpop.key_cache"
+/* The proof key for the JWK table at jidx and alg, from the cache at cidx or imported into it.
+ * 1: the key pushed; 2: nil, err pushed (the import's error); 3: nothing pushed, the JWK's
+ * thumbprint is not jkt (checked before any import when jkt is not NULL). */
+int ok_keycache_proof_key(lua_State *L, int cidx, int jidx, int alg, const char *jkt);
+/* Adds oktadpop.key_cache to the module table at the top of the stack. */
+void ok_keycache_open(lua_State *L);
 
 #endif

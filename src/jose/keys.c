@@ -112,6 +112,7 @@ static int key_gc(lua_State *L) {
   free(k->dpop_header);
   EVP_PKEY_CTX_free(k->sign_ctx);
   EVP_MD_CTX_free(k->md_ctx);
+  EVP_PKEY_CTX_free(k->verify_ctx);
   memset(k, 0, sizeof *k);
   return 0;
 }
