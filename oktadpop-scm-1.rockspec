@@ -38,12 +38,12 @@ build = {
         "src/binding/store.c", "src/core/admission.c", "src/core/answer.c", "src/core/config.c",
         "src/core/operation.c", "src/core/oplife.c", "src/core/opstate.c", "src/core/pages.c",
         "src/core/request.c", "src/core/result.c", "src/core/retry.c", "src/core/session.c",
-        "src/jose/dpop.c", "src/jose/jws.c", "src/jose/keycache.c", "src/jose/keys.c",
-        "src/lua/b64url_push.c", "src/lua/class.c", "src/lua/compat.c", "src/lua/errors.c",
-        "src/lua/files.c", "src/lua/headers.c", "src/lua/json.c", "src/lua/options.c",
-        "src/lua/outfile.c", "src/lua/stack.c", "src/pure/b64url.c", "src/pure/dotenv.c",
-        "src/pure/httpfields.c", "src/pure/ratelimit.c", "src/pure/redisurl.c", "src/pure/url.c",
-        "src/transport/curl.c", "src/transport/redis.c"
+        "src/jose/algs.c", "src/jose/dpop.c", "src/jose/jws.c", "src/jose/keycache.c",
+        "src/jose/keyimport.c", "src/jose/keys.c", "src/lua/b64url_push.c", "src/lua/class.c",
+        "src/lua/compat.c", "src/lua/errors.c", "src/lua/files.c", "src/lua/headers.c",
+        "src/lua/json.c", "src/lua/options.c", "src/lua/outfile.c", "src/lua/stack.c",
+        "src/pure/b64url.c", "src/pure/dotenv.c", "src/pure/httpfields.c", "src/pure/ratelimit.c",
+        "src/pure/redisurl.c", "src/pure/url.c", "src/transport/curl.c", "src/transport/redis.c"
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "crypto", "curl", "hiredis", "m" },

@@ -7,8 +7,8 @@ PKG_CONFIG ?= pkg-config
 FUZZ_DIR   := build/fuzz
 SAN        := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 WARN       := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes
-FCFLAGS    := -g -O1 $(SAN) -std=gnu11 -D_GNU_SOURCE -Isrc $(shell $(PKG_CONFIG) --cflags lua5.4 libcrypto libcurl)
-FLIBS      := $(shell $(PKG_CONFIG) --libs libcrypto libcurl) -llua5.4 -lm
+FCFLAGS    := -g -O1 $(SAN) -std=gnu11 -D_GNU_SOURCE -Isrc $(shell $(PKG_CONFIG) --cflags lua5.4 libcrypto libcurl hiredis)
+FLIBS      := $(shell $(PKG_CONFIG) --libs libcrypto libcurl hiredis) -llua5.4 -lm
 MODULE     := $(patsubst src/%.c,$(FUZZ_DIR)/obj/%.o,$(wildcard src/*/*.c))
 TARGETS    := url guard_htu path link www_auth dotenv b64url key jwt
 

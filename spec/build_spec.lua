@@ -117,6 +117,22 @@ describe("the build #once", function()
     for _, o in ipairs(objs) do visit(o.path, {}) end
   end)
 
+  it("keeps every C file under 500 lines and every C function under 60", function()
+    for path in sh("ls src/*/*.c src/*/*.h"):gmatch("%S+") do
+      local lines, name, start, n = {}, nil, nil, 0
+      for line in util.readfile(path):gmatch("([^\n]*)\n") do
+        n = n + 1
+        if line:match("^[%a_].*%(.*%) {$") then name, start = line, n
+        elseif line == "}" and name then
+          assert.is_true(n - start + 1 <= 60, ("%s: %s is %d lines"):format(path, name, n - start + 1))
+          name = nil
+        end
+        lines[#lines + 1] = line
+      end
+      assert.is_true(n <= 500, ("%s is %d lines"):format(path, n))
+    end
+  end)
+
   it("names the package pkg-config cannot find, and stops", function()
     local out, rc = sh("(make -s BUILD=build/spec-nopc PKG_CONFIG=false 2>&1; echo rc=$?)"):match("^(.*)rc=(%d+)")
     assert.are_not.equal("0", rc)

@@ -287,79 +287,79 @@ static int read_proof_opts(lua_State *L, proof_opts *o) {
 }
 
 /* The header's typ, alg and jwk (a single public key); loads the key (or finds it in the key
- * cache, after checking its thumbprint against jkt), pushed. */
+ * cache, after checking its thumbprint against jkt), pushed: 1, or nil, err pushed and 0. */
 static int proof_key(lua_State *L, int hidx, const proof_opts *o) {
   static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "k", "oth", NULL};
   int alg;
-  if (!ok_jws_typ_is(L, hidx, "dpop+jwt")) return proof_fail(L, "typ", bad_proof, "typ is not dpop+jwt");
+  if (!ok_jws_typ_is(L, hidx, "dpop+jwt")) return proof_fail(L, "typ", bad_proof, "typ is not dpop+jwt"), 0;
   lua_getfield(L, hidx, "alg");
   alg = lua_type(L, -1) == LUA_TSTRING && strlen(lua_tostring(L, -1)) == lua_rawlen(L, -1) ? ok_alg_from_name(lua_tostring(L, -1)) : -1;
   lua_pop(L, 1);
-  if (alg < 0) return proof_fail(L, "alg", bad_proof, "alg is not one of RS256/384/512, ES256/384/512");
+  if (alg < 0) return proof_fail(L, "alg", bad_proof, "alg is not one of RS256/384/512, ES256/384/512"), 0;
   lua_getfield(L, hidx, "jwk");
-  if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad_proof, "header has no jwk");
+  if (!lua_istable(L, -1)) return proof_fail(L, "jwk", bad_proof, "header has no jwk"), 0;
   lua_getfield(L, -1, "keys"); /* load_key would take a one-key JWKS, private members unchecked */
-  if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk is a JWK Set, not a single key");
+  if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk is a JWK Set, not a single key"), 0;
   lua_pop(L, 1);
   for (int i = 0; private_members[i]; i++) {
     lua_getfield(L, -1, private_members[i]);
-    if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk carries private key members");
+    if (!lua_isnil(L, -1)) return proof_fail(L, "jwk", bad_proof, "jwk carries private key members"), 0;
     lua_pop(L, 1);
   }
   if (o->key_cache) {
     int r = ok_keycache_proof_key(L, o->key_cache, lua_gettop(L), alg, o->jkt);
-    if (r == 3) return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt");
+    if (r == 3) return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt"), 0;
     if (r == 1) return 1;
     lua_getfield(L, -1, "message");
-    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1));
+    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }
   lua_createtable(L, 0, 1);
   lua_pushstring(L, ok_alg_name(alg));
   lua_setfield(L, -2, "alg");
   if (ok_key_load(L, -2, -1) != 1) {
     lua_getfield(L, -1, "message");
-    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1));
+    return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }
   return 1;
 }
 
-/* htm, htu, iat and jti of the claims at cidx. */
+/* htm, htu, iat and jti of the claims at cidx: 1, or nil, err pushed and 0. */
 static int proof_request_claims(lua_State *L, int cidx, const proof_opts *o) {
   double iat;
-  if (!ok_jws_field_is(L, cidx, "htm", o->htm, o->htm_len)) return proof_fail(L, "htm", bad_proof, "htm does not match the request method");
-  if (push_htu(L, o->htu, o->htu_len, 0) != 1) return 2;
+  if (!ok_jws_field_is(L, cidx, "htm", o->htm, o->htm_len)) return proof_fail(L, "htm", bad_proof, "htm does not match the request method"), 0;
+  if (push_htu(L, o->htu, o->htu_len, 0) != 1) return 0;
   lua_getfield(L, cidx, "htu");
-  if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad_proof, "htu is missing");
+  if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad_proof, "htu is missing"), 0;
   {
     size_t n;
     const char *claimed = lua_tolstring(L, -1, &n);
     if (push_htu(L, claimed, n, 0) != 1 || !lua_rawequal(L, -1, -3))
-      return proof_fail(L, "htu", bad_proof, "htu does not match the request URL");
+      return proof_fail(L, "htu", bad_proof, "htu does not match the request URL"), 0;
   }
   lua_getfield(L, cidx, "iat");
   iat = lua_tonumber(L, -1);
-  if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(iat)) return proof_fail(L, "iat", bad_proof, "iat is missing or not a finite number");
-  if (iat > o->now + o->leeway) return proof_fail(L, "iat", bad_proof, "iat is in the future");
-  if (iat < o->now - o->max_age - o->leeway) return proof_fail(L, "iat", bad_proof, "proof is too old (iat)");
+  if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(iat)) return proof_fail(L, "iat", bad_proof, "iat is missing or not a finite number"), 0;
+  if (iat > o->now + o->leeway) return proof_fail(L, "iat", bad_proof, "iat is in the future"), 0;
+  if (iat < o->now - o->max_age - o->leeway) return proof_fail(L, "iat", bad_proof, "proof is too old (iat)"), 0;
   lua_getfield(L, cidx, "jti");
   if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) < 16 || lua_rawlen(L, -1) > 256)
-    return proof_fail(L, "jti", bad_proof, "jti is missing, or not 16 to 256 characters");
-  return 0;
+    return proof_fail(L, "jti", bad_proof, "jti is missing, or not 16 to 256 characters"), 0;
+  return 1;
 }
 
-/* nonce, ath and the key's thumbprint against cnf.jkt. */
+/* nonce, ath and the key's thumbprint against cnf.jkt: 1, or nil, err pushed and 0. */
 static int proof_binding(lua_State *L, int cidx, const proof_opts *o, const ok_key *key) {
   if (o->nonce && !ok_jws_field_is(L, cidx, "nonce", o->nonce, o->nonce_len))
-    return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one");
+    return proof_fail(L, "nonce", "use_dpop_nonce", "nonce is missing or not the current one"), 0;
   if (o->token || o->ath) {
     char ath[44];
     if (o->token) ok_ath_of(o->token, o->token_len, ath);
     if (!ok_jws_field_is(L, cidx, "ath", o->ath ? o->ath : ath, o->ath ? o->ath_len : strlen(ath)))
-      return proof_fail(L, "ath", bad_proof, "ath does not match the access token");
+      return proof_fail(L, "ath", bad_proof, "ath does not match the access token"), 0;
   }
   if (o->jkt && strcmp(o->jkt, key->thumbprint) != 0)
-    return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt");
-  return 0;
+    return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt"), 0;
+  return 1;
 }
 
 /*** oktadpop.verify_dpop_proof(proof, {htm=, htu=, access_token= or ath=, jkt=, nonce=, max_age=,
@@ -377,20 +377,20 @@ int ok_dpop_verify(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkstack(L, 48, "verify_dpop_proof"); /* every check leaves its values until the end */
   if (!read_proof_opts(L, &o)) return 2;
-  if (ok_jws_decode(L, proof, plen) != 2 || lua_isnil(L, -2)) {
+  if (!ok_jws_decode(L, proof, plen)) {
     lua_getfield(L, -1, "message");
     return proof_fail(L, "format", bad_proof, lua_tostring(L, -1));
   }
   hidx = lua_gettop(L) - 1;
   cidx = hidx + 1;
-  if (proof_key(L, hidx, &o) != 1) return 2;
+  if (!proof_key(L, hidx, &o)) return 2;
   key = ok_key_check(L, -1);
   memset(&v, 0, sizeof v);
   v.now = o.now; /* a proof carries no exp or nbf of its own, but if it does, they hold */
   v.leeway = o.leeway;
   v.code = bad_proof;
-  if (ok_jws_verify_decoded(L, proof, plen, key, hidx, &v)) return 2; /* decoded once, above */
-  if (proof_request_claims(L, cidx, &o) || proof_binding(L, cidx, &o, key)) return 2;
+  if (!ok_jws_verify_decoded(L, proof, plen, key, hidx, &v)) return 2; /* decoded once, above */
+  if (!proof_request_claims(L, cidx, &o) || !proof_binding(L, cidx, &o, key)) return 2;
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, hidx);
   lua_pushstring(L, key->thumbprint);

@@ -25,6 +25,10 @@ typedef struct ok_key {
 } ok_key;
 
 const char *ok_alg_name(enum ok_alg alg);
+const char *ok_alg_group(enum ok_alg alg);     /* OpenSSL's curve name, NULL for RSA */
+const char *ok_alg_curve(enum ok_alg alg);     /* the JWK crv, NULL for RSA */
+/* Counts this Lua state as a user of the fetched digests, given back when it closes. */
+void ok_md_cache_open(lua_State *L);
 int ok_alg_from_name(const char *name);       /* -1 when unknown */
 int ok_alg_is_ec(enum ok_alg alg);
 const EVP_MD *ok_alg_md(enum ok_alg alg);
@@ -44,6 +48,19 @@ int ok_key_generate(lua_State *L);
 /* Pushes a freshly generated key (bits for RSA only), or nil, err. */
 int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid);
 
+/* ---- keyimport.c: outside bytes into checked keys ---- */
+/* Checks the key's type, size and curve, settles its alg (want_alg when it fits), sets kid,
+ * its canonical JWK and thumbprint; NULL or why not (a static or stack-held message). */
+const char *ok_key_finish(lua_State *L, ok_key *k, const char *want_alg, const char *kid);
+/* Decodes a PEM private or public key (pass: its passphrase, or NULL); NULL or why not. */
+const char *ok_pem_decode(EVP_PKEY **out, const char *pem, size_t n, const char *pass);
+/* One signature its own public half verifies: 1 when the private part is sound. */
+int ok_pem_sign_check(const ok_key *k);
+/* The JWK (or JWKS: one key, or the one want_kid names) table at idx into *out; *alg and *kid
+ * point at its members while the caller keeps the stack. NULL or why not. */
+const char *ok_jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *want_kid, const char **alg,
+                        const char **kid);
+
 /* ---- jws.c: compact JWS signing and verification ---- */
 /* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts, or nil, err. */
 int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
@@ -51,7 +68,7 @@ int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
 /* Verifies sig over signing input with key; 1 when valid. Leaves the error queue clear. */
 int ok_jws_verify_raw(ok_key *key, enum ok_alg alg, const char *input, size_t ilen,
                       const unsigned char *sig, size_t slen);
-/* Splits and decodes a compact JWS; on success pushes header, claims and returns 2; else nil, err. */
+/* Splits and decodes a compact JWS: pushes header, claims and returns 1; or nil, err and 0. */
 int ok_jws_decode(lua_State *L, const char *jwt, size_t len);
 /* What a verification checks beyond the signature (see verify_jwt). */
 #define OK_MAX_TIME 253402300799.0 /* 9999-12-31: times past this are refused before any cast */
@@ -62,11 +79,11 @@ typedef struct ok_verify {
 } ok_verify;
 /* Reads verify_jwt's options at optidx (0: none); 1, or 0 with nil, err. */
 int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v);
-/* Verifies the JWT at idx against key; on success leaves header, claims pushed and returns 0;
- * else pushes nil, err (kind "verify", err.check naming the check) and returns 2. */
+/* Verifies the JWT at idx against key: leaves header, claims pushed and returns 1; or pushes
+ * nil, err (kind "verify", err.check naming the check) and returns 0. */
 int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v);
 /* The same for a JWT already decoded by ok_jws_decode (header at hidx, claims at hidx + 1):
- * 0, or nil, err pushed and 2. */
+ * 1, or nil, err pushed and 0. */
 int ok_jws_verify_decoded(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v);
 /* Pushes nil and a verification error; returns 2. */
 int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg);

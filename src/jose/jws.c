@@ -213,10 +213,10 @@ int ok_jws_decode(lua_State *L, const char *jwt, size_t len) {
   const char *d1 = memchr(jwt, '.', len), *d2;
   if (!d1 || !(d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - jwt))) ||
       memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - jwt)))
-    return ok_fail(L, "json", "malformed JWT: expected three dot-separated parts");
-  if (!decode_part(L, jwt, (size_t)(d1 - jwt), "header")) return 2;
-  if (!decode_part(L, d1 + 1, (size_t)(d2 - d1 - 1), "payload")) { lua_remove(L, -3); return 2; }
-  return 2;
+    return ok_fail(L, "json", "malformed JWT: expected three dot-separated parts"), 0;
+  if (!decode_part(L, jwt, (size_t)(d1 - jwt), "header")) return 0;
+  if (!decode_part(L, d1 + 1, (size_t)(d2 - d1 - 1), "payload")) { lua_remove(L, -3); return 0; }
+  return 1;
 }
 
 /*** oktadpop.decode_jwt(jwt) -> claims, header: no verification, for inspection.
@@ -225,7 +225,7 @@ int ok_jws_decode(lua_State *L, const char *jwt, size_t len) {
 int ok_jws_decode_jwt(lua_State *L) {
   size_t len;
   const char *jwt = luaL_checklstring(L, 1, &len);
-  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+  if (!ok_jws_decode(L, jwt, len)) return 2;
   lua_insert(L, -2);
   return 2;
 }
@@ -352,7 +352,8 @@ static const char *header_refused(lua_State *L, int hidx) {
   return why;
 }
 
-/* Checks signature, exp and nbf of the decoded JWT (header at hidx, claims hidx + 1). */
+/* Checks signature, exp and nbf of the decoded JWT (header at hidx, claims hidx + 1): 1, or
+ * nil, err pushed and 0. */
 static int check_signed(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v) {
   unsigned char sig[OK_SIG_MAX + 4]; /* ok_b64url_room(ok_b64url_len(OK_SIG_MAX)) is 513 */
   const char *dot2 = strrchr(jwt, '.'), *why;
@@ -360,40 +361,41 @@ static int check_signed(lua_State *L, const char *jwt, size_t len, ok_key *key, 
   long siglen;
   double exp, nbf;
   int r, cidx = hidx + 1;
-  if ((why = header_refused(L, hidx))) return ok_jws_fail(L, "header", v->code, why);
+  if ((why = header_refused(L, hidx))) return ok_jws_fail(L, "header", v->code, why), 0;
   if (!ok_jws_field_is(L, hidx, "alg", ok_alg_name(key->alg), strlen(ok_alg_name(key->alg))))
-    return ok_jws_fail(L, "alg", v->code, "JWT alg does not match the key's alg");
+    return ok_jws_fail(L, "alg", v->code, "JWT alg does not match the key's alg"), 0;
   if (slen > ok_b64url_len(OK_SIG_MAX) || (siglen = ok_b64url_decode(dot2 + 1, slen, sig)) <= 0 ||
       !ok_jws_verify_raw(key, key->alg, jwt, (size_t)(dot2 - jwt), sig, (size_t)siglen))
-    return ok_jws_fail(L, "signature", v->code, "JWT signature is not valid for this key");
+    return ok_jws_fail(L, "signature", v->code, "JWT signature is not valid for this key"), 0;
   if ((r = claim_number(L, cidx, "exp", &exp)) < 0 || (r && v->now > exp + v->leeway))
-    return ok_jws_fail(L, "exp", v->code, r < 0 ? "JWT exp is not a finite number" : "JWT has expired");
+    return ok_jws_fail(L, "exp", v->code, r < 0 ? "JWT exp is not a finite number" : "JWT has expired"), 0;
   if ((r = claim_number(L, cidx, "nbf", &nbf)) < 0 || (r && v->now + v->leeway < nbf))
-    return ok_jws_fail(L, "nbf", v->code, r < 0 ? "JWT nbf is not a finite number" : "JWT is not valid yet (nbf)");
-  return 0;
+    return ok_jws_fail(L, "nbf", v->code, r < 0 ? "JWT nbf is not a finite number" : "JWT is not valid yet (nbf)"), 0;
+  return 1;
 }
 
-/* Checks the optional issuer, audience, subject and typ the caller asked for. */
+/* Checks the optional issuer, audience, subject and typ the caller asked for: 1, or nil, err
+ * pushed and 0. */
 static int check_expected(lua_State *L, int hidx, const ok_verify *v) {
   const char *want[] = {v->issuer, v->audience, v->subject}, *claim[] = {"iss", "aud", "sub"};
   const size_t wlen[] = {v->issuer_len, v->audience_len, v->subject_len};
   for (int i = 0; i < 3; i++)
     if (want[i] && !claim_matches(L, hidx + 1, claim[i], want[i], wlen[i])) {
       lua_pushfstring(L, "JWT %s does not match", claim[i]);
-      return ok_jws_fail(L, claim[i], v->code, lua_tostring(L, -1));
+      return ok_jws_fail(L, claim[i], v->code, lua_tostring(L, -1)), 0;
     }
-  if (v->typ && !ok_jws_typ_is(L, hidx, v->typ)) return ok_jws_fail(L, "typ", v->code, "JWT typ does not match");
-  return 0;
+  if (v->typ && !ok_jws_typ_is(L, hidx, v->typ)) return ok_jws_fail(L, "typ", v->code, "JWT typ does not match"), 0;
+  return 1;
 }
 
 int ok_jws_verify_decoded(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v) {
-  return check_signed(L, jwt, len, key, hidx, v) || check_expected(L, hidx, v) ? 2 : 0;
+  return check_signed(L, jwt, len, key, hidx, v) && check_expected(L, hidx, v);
 }
 
 int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v) {
   size_t len;
   const char *jwt = lua_tolstring(L, idx, &len);
-  if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+  if (!ok_jws_decode(L, jwt, len)) return 0;
   return ok_jws_verify_decoded(L, jwt, len, key, lua_gettop(L) - 1, v);
 }
 
@@ -431,7 +433,7 @@ static int verify_key(lua_State *L, int jwtidx, int keyidx) {
     if (jwks) {
       size_t len;
       const char *jwt = lua_tolstring(L, jwtidx, &len);
-      if (ok_jws_decode(L, jwt, len) != 2 || lua_isnil(L, -2)) return 2;
+      if (!ok_jws_decode(L, jwt, len)) return 2;
       lua_pop(L, 1);
       lua_createtable(L, 0, 1);
       lua_getfield(L, -2, "kid");
@@ -458,7 +460,7 @@ int ok_jws_verify_jwt(lua_State *L) {
   if (!ok_jws_verify_options(L, optidx, &v)) return 2;
   if (verify_key(L, 1, 2) != 1) return 2;
   key = ok_key_check(L, -1);
-  if (ok_jws_verify_at(L, 1, key, &v)) return 2;
+  if (!ok_jws_verify_at(L, 1, key, &v)) return 2;
   lua_insert(L, -2); /* claims, header */
   return 2;
 }
