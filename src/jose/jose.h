@@ -1,6 +1,8 @@
 /* jose.h: keys (EVP_PKEY userdata, JWK, PEM, thumbprints), compact JWS signing and
  * verification, DPoP proofs and client assertions: what the core signs with and the guard
- * verifies with. Above the Lua basics (lua/oktadpop.h) and the pure helpers; below the core. */
+ * verifies with. Above the Lua basics (lua/oktadpop.h) and the pure helpers; below the core.
+ * Two return conventions, named in each comment: "pushes X or nil, err" returns the count
+ * pushed (1 or 2), ready for a lua_CFunction to return; a check returns 1, or 0 with nil, err. */
 #ifndef OKTADPOP_JOSE_H
 #define OKTADPOP_JOSE_H
 
@@ -9,7 +11,7 @@
 
 #define OK_KEY_MT "oktadpop.key"
 
-/* ---- keys.c: EVP_PKEY userdata, JWK, PEM, thumbprints ---- */
+/* ---- the key userdata (keys.c) and its algs (algs.c) ---- */
 enum ok_alg { OK_RS256, OK_RS384, OK_RS512, OK_ES256, OK_ES384, OK_ES512, OK_ALG_COUNT };
 typedef struct ok_key {
   EVP_PKEY *pkey;
@@ -24,6 +26,7 @@ typedef struct ok_key {
   EVP_PKEY_CTX *verify_ctx; /* set up once for EVP_PKEY_verify with the key's own alg */
 } ok_key;
 
+/* ---- algs.c: the alg table and the digests fetched once per process ---- */
 const char *ok_alg_name(enum ok_alg alg);
 const char *ok_alg_group(enum ok_alg alg);     /* OpenSSL's curve name, NULL for RSA */
 const char *ok_alg_curve(enum ok_alg alg);     /* the JWK crv, NULL for RSA */
@@ -37,6 +40,8 @@ EVP_MD *ok_md_fetched(enum ok_alg alg);
 /* SHA-256 of data into out[32] with the fetched digest. */
 int ok_sha256(const void *data, size_t n, unsigned char out[32]);
 size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
+
+/* ---- keys.c: the key userdata, load_key, generate_key and the key's methods ---- */
 ok_key *ok_key_check(lua_State *L, int idx);
 /* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
 int ok_key_load(lua_State *L, int idx, int optidx);
