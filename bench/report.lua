@@ -191,9 +191,11 @@ if num("bulk.conc.wall_s") then
     string.format("%.1f× the batch", num("bulk.seq.scaled_wall_s") / num("bulk.conc.wall_s")), "")
 end
 
--- 7. the guard (bench/reportguard.lua)
-local guard = dofile("bench/reportguard.lua")
-guard.rows { R = R, num = num, fmt = fmt, pct = pct, verdict = verdict, row = row, misses = misses, mean2 = mean2 }
+-- 7. the guard (bench/reportguard.lua); 8. pacing and 9. the fleet (bench/reportpacing.lua)
+local guard, pacing = dofile("bench/reportguard.lua"), dofile("bench/reportpacing.lua")
+local helpers = { R = R, num = num, fmt = fmt, pct = pct, verdict = verdict, row = row, misses = misses, mean2 = mean2 }
+guard.rows(helpers)
+pacing.rows(helpers)
 
 local function table_md()
   local t = { "| part | measurement | result | reference | ratio | target |", "|---|---|---:|---|---:|---|" }
@@ -307,6 +309,7 @@ w("   few seconds after the start: the floor is the time to the window's end (wh
 w("   beat without going over) plus the rest at C in flight. 429s, the peak in flight and the peak")
 w("   use of the bucket by this app in any one window come from `GET /__emulator/stats`.")
 guard.method { R = R, w = w }
+pacing.method { R = R, w = w }
 w()
 
 -- where the time goes (every figure from this run)

@@ -19,6 +19,13 @@ function M.rows(c)
   row("7", "guard: requests/s through `oktadpop.resty.guard`, a fresh proof each (" .. (R["guard.pool_proofs"] or "?") ..
     " pre-signed)", fmt(rps) .. (clean and "" or (", " .. R["guard.rps_not_2xx"] .. " refused: **invalid run**")),
     "floor 1 / (1 / plain + 1 / verify) = " .. fmt(floor), pct(rps, floor), "≥ 80 %: " .. verdict(ok))
+  local redis = num("guard.rps_redis")
+  if redis then
+    local clean_redis = num("guard.rps_redis_not_2xx") == 0
+    row("7", "guard with `replay_store = redis_store{…}` (a private redis-server, same CPU)", fmt(redis) ..
+      (clean_redis and "" or (", " .. R["guard.rps_redis_not_2xx"] .. " refused: **invalid run**")),
+      "the guard on the shared dict " .. fmt(rps), pct(redis, rps), "measured (one Redis round trip a request)")
+  end
   row("7", "… the plain location, same requests (before, after)", fmt(plain),
     fmt(num("guard.plain_before")) .. " → " .. fmt(num("guard.plain_after")), "", "")
   row("7", "… the plain location with an empty `access_by_lua` phase", fmt(num("guard.plain_access")), "", "", "")
@@ -76,7 +83,9 @@ function M.method(c)
   w("   one CPU, as in part 2. The plain location answers the same requests with the same content handler and")
   w("   no guard; `openssl speed ecdsap256`'s verify/s is the signature check alone; floor = 1 / (1 / plain +")
   w("   1 / verify). Every guarded answer must be 200 and every refusal 401, else the row says the run is")
-  w("   invalid. The memory row sends 6 KB made-up kids (`spec/support/kidflood.lua`) after a one-second warm-up.")
+  w("   invalid. The Redis row is the same guard with its replay records in a private `redis-server`")
+  w("   (no persistence, pinned to the same CPU), one `redis_store` per worker made in `init_worker`.")
+  w("   The memory row sends 6 KB made-up kids (`spec/support/kidflood.lua`) after a one-second warm-up.")
 end
 
 return M
