@@ -30,7 +30,7 @@ static int fuzz_sign(lua_State *Ls) {
   const char *h = luaL_checklstring(Ls, 2, &hn), *p = luaL_checklstring(Ls, 3, &pn);
   ok_b64url_push(Ls, (const unsigned char *)h, hn);
   h = lua_tolstring(Ls, -1, &hn);
-  return ok_jws_sign(Ls, k, h, hn, p, pn) == 1 ? 1 : 2;
+  return ok_jws_sign(Ls, k, h, hn, p, pn) ? 1 : 2;
 }
 
 /* fuzz_b64(s) -> base64url(s), for harnesses that wrap fuzzed JSON in a token's form. */

@@ -9,7 +9,8 @@
 #include <openssl/crypto.h>
 #include "binding/binding.h"
 
-/* Checks (method, path, {query=, body=, headers=} at oidx) and pushes an operation of kind. */
+/* Checks (method, path, {query=, body=, headers=} at oidx), pushes an operation of kind and
+ * returns 1; or nil, err and 0. */
 static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int pidx, int oidx) {
   static const char *const names[] = {"query", "body", "headers", NULL};
   ok_session *s = ok_session_usable(L, sidx);
@@ -17,24 +18,24 @@ static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int
   const char *method = luaL_checklstring(L, midx, &mlen), *path = luaL_checkstring(L, pidx), *why;
   int qidx = 0, bidx = 0, hidx = 0;
   char m[16];
-  if (!s) return 2;
-  if ((why = ok_request_method(method, mlen, m))) return ok_fail(L, "config", "%s", why);
-  if (strlen(path) != lua_rawlen(L, pidx)) return ok_fail(L, "config", "path contains a NUL byte");
+  if (!s) return 0;
+  if ((why = ok_request_method(method, mlen, m))) return ok_fail(L, "config", "%s", why), 0;
+  if (strlen(path) != lua_rawlen(L, pidx)) return ok_fail(L, "config", "path contains a NUL byte"), 0;
   if (oidx && !lua_isnoneornil(L, oidx)) {
     luaL_checktype(L, oidx, LUA_TTABLE);
-    if (!ok_opts_known(L, oidx, "request", names)) return 2;
+    if (!ok_opts_known(L, oidx, "request", names)) return 0;
     lua_getfield(L, oidx, "query"); qidx = lua_gettop(L);
     lua_getfield(L, oidx, "headers"); hidx = lua_gettop(L);
     lua_getfield(L, oidx, "body"); bidx = lua_gettop(L);
-    if (!ok_request_headers(L, hidx)) return 2;
+    if (!ok_request_headers(L, hidx)) return 0;
     if (lua_istable(L, bidx)) { /* a table body is JSON */
-      if (!ok_json_encode(L, bidx)) return 2;
+      if (!ok_json_encode(L, bidx)) return 0;
       lua_replace(L, bidx);
     } else if (!lua_isnil(L, bidx) && lua_type(L, bidx) != LUA_TSTRING) {
-      return ok_fail(L, "config", "body must be a table (sent as JSON) or a string");
+      return ok_fail(L, "config", "body must be a table (sent as JSON) or a string"), 0;
     }
   }
-  if (ok_request_url(L, s, path, qidx) != 1) return 2;
+  if (!ok_request_url(L, s, path, qidx)) return 0;
   return ok_op_create(L, sidx, kind, m, lua_tostring(L, -1), hidx, bidx);
 }
 
@@ -42,7 +43,7 @@ static int make_call(lua_State *L, int sidx, enum ok_op_kind kind, int midx, int
  * @function session:operation
  */
 static int session_operation(lua_State *L) {
-  return make_call(L, 1, OK_OP_CALL, 2, 3, 4) == 1 ? 1 : 2;
+  return make_call(L, 1, OK_OP_CALL, 2, 3, 4) ? 1 : 2;
 }
 
 /*** session:token_operation([force]) -> op | nil, err
@@ -64,7 +65,7 @@ static int pages_op(lua_State *L, enum ok_op_kind kind, int qidx, int optidx) {
   if (!s) return 2;
   if (optidx && !lua_isnil(L, optidx) && !ok_opt_string(L, optidx, "from", &from, NULL)) return 2;
   if (strlen(path) != lua_rawlen(L, 2)) return ok_fail(L, "config", "path contains a NUL byte");
-  if (ok_request_url(L, s, from ? from : path, from ? 0 : qidx) != 1) return 2;
+  if (!ok_request_url(L, s, from ? from : path, from ? 0 : qidx)) return 2;
   ok_op_create(L, 1, kind, "GET", lua_tostring(L, -1), 0, 0);
   if (!ok_op_page_options(L, lua_gettop(L), optidx)) return 2;
   return 1;

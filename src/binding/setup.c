@@ -34,7 +34,7 @@ static int load_key_field(lua_State *L, int cfg, int out, const char *name, int 
   lua_getfield(L, cfg, "passphrase");
   lua_setfield(L, -2, "passphrase");
   if (with_kid) { lua_getfield(L, cfg, "kid"); lua_setfield(L, -2, "kid"); }
-  if (ok_key_load(L, top + 1, top + 2) != 1) {
+  if (!ok_key_load(L, top + 1, top + 2)) {
     lua_getfield(L, -1, "message");
     ok_fail(L, "config", "%s: %s", name, lua_tostring(L, -1));
     return 0;
@@ -166,14 +166,14 @@ int ok_setup_env(lua_State *L, const char *path) {
   int tidx, cfg;
   lua_newtable(L);
   tidx = lua_gettop(L);
-  if ((path || access(".env", F_OK) == 0) && !read_dotenv(L, path ? path : ".env", tidx)) return 2;
+  if ((path || access(".env", F_OK) == 0) && !read_dotenv(L, path ? path : ".env", tidx)) return 0;
   lua_newtable(L);
   cfg = lua_gettop(L);
   for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
     const char *v = env_get(L, tidx, vars[i].names);
     if (!v && vars[i].required)
       return ok_fail(L, "config", "%s%s%s is not set (in the environment or %s)", vars[i].names[0],
-                     vars[i].names[1] ? " (or " : "", vars[i].names[1] ? vars[i].names[1] : "", path ? path : "./.env");
+                     vars[i].names[1] ? " (or " : "", vars[i].names[1] ? vars[i].names[1] : "", path ? path : "./.env"), 0;
     if (!v) continue;
     if (strcmp(vars[i].option, "private_key") == 0 && strstr(v, "-----BEGIN") && strstr(v, "\\n"))
       luaL_gsub(L, v, "\\n", "\n"); /* a PEM squeezed onto one line */
@@ -207,7 +207,7 @@ static int core_session(lua_State *L) {
  */
 static int core_env_config(lua_State *L) {
   const char *path = luaL_optstring(L, 1, NULL);
-  return ok_setup_env(L, path) == 1 ? 1 : 2;
+  return ok_setup_env(L, path) ? 1 : 2;
 }
 
 void ok_setup_open(lua_State *L) {

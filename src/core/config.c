@@ -163,7 +163,7 @@ static int read_keys(lua_State *L, int cfg, int uv, ok_config *c) {
   lua_getfield(L, cfg, "dpop_key");
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
-    if (ok_key_new_generated(L, OK_ES256, 0, NULL) != 1) return 0;
+    if (!ok_key_new_generated(L, OK_ES256, 0, NULL)) return 0;
   }
   if (!(dk = luaL_testudata(L, -1, OK_KEY_MT)) || !dk->pkey) return cfg_fail(L, "%s must be a key object", "dpop_key");
   if (!dk->is_private) return cfg_fail(L, "%s is a public key: the private key is needed to sign", "dpop_key");

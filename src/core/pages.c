@@ -76,7 +76,7 @@ static int take_next(ok_ctx *c, int ridx) {
   lua_State *L = c->L;
   lua_getfield(L, ridx, "next");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); ok_op_set_str(&c->op->next, NULL); return 1; }
-  if (ok_request_url(L, c->s, lua_tostring(L, -1), 0) != 1) {
+  if (!ok_request_url(L, c->s, lua_tostring(L, -1), 0)) {
     lua_getfield(L, -1, "message");
     ok_error_push(L, "config", "the next link was refused: %s", lua_tostring(L, -1));
     return 0;

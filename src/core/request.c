@@ -241,8 +241,8 @@ static void add_retry_headers(lua_State *L, const char *retry_for, int retry_cou
 int ok_request_token(lua_State *L, ok_session *s, long long iat, const char *retry_for, int retry_count) {
   const ok_config *c = &s->cfg;
   int top = lua_gettop(L);
-  if (ok_assertion_make(L, s->assertion_key, c->client_id, c->token_url, iat, OK_ASSERTION_LIFETIME) != 1) return 0;
-  if (c->dpop && ok_dpop_make(L, s->dpop_key, "POST", c->token_url, s->as_nonce, NULL, iat) != 1) return 0;
+  if (!ok_assertion_make(L, s->assertion_key, c->client_id, c->token_url, iat, OK_ASSERTION_LIFETIME)) return 0;
+  if (c->dpop && !ok_dpop_make(L, s->dpop_key, "POST", c->token_url, s->as_nonce, NULL, iat)) return 0;
   send_begin(L, s, "token", "POST", c->token_url);
   lua_pushliteral(L, "application/x-www-form-urlencoded");
   lua_setfield(L, -2, "Content-Type");
@@ -276,7 +276,7 @@ static int add_caller_headers(lua_State *L, int hidx) {
 int ok_request_api(lua_State *L, ok_session *s, const char *method, const char *url, int hidx, int bidx,
                    long long iat, const char *retry_for, int retry_count) {
   int top = lua_gettop(L), has_type;
-  if (s->cfg.dpop && ok_dpop_make(L, s->dpop_key, method, url, s->rs_nonce, s->token_ath, iat) != 1) return 0;
+  if (s->cfg.dpop && !ok_dpop_make(L, s->dpop_key, method, url, s->rs_nonce, s->token_ath, iat)) return 0;
   send_begin(L, s, "api", method, url);
   has_type = add_caller_headers(L, hidx);
   if (bidx && !lua_isnil(L, bidx)) {

@@ -12,11 +12,11 @@
 #define OK_DEFAULT_MAX_AGE 60
 #define OK_DEFAULT_LEEWAY 10
 
-/* Pushes the normalised htu of url (as Okta wants it when for_okta), or nil, err. */
+/* Pushes the normalised htu of url (as Okta wants it when for_okta): 1, or nil, err and 0. */
 static int push_htu(lua_State *L, const char *url, size_t n, int for_okta) {
   const char *why = NULL;
   char *norm = for_okta ? ok_htu_okta(url, n, &why) : ok_htu_normalize(url, n, &why);
-  if (!norm) return ok_fail(L, "config", "invalid htu: %s", why);
+  if (!norm) return ok_fail(L, "config", "invalid htu: %s", why), 0;
   lua_pushstring(L, norm); /* may throw on OOM: the only allocation is freed right after */
   free(norm);
   return 1;
@@ -28,7 +28,7 @@ static int push_htu(lua_State *L, const char *url, size_t n, int for_okta) {
 int ok_htu(lua_State *L) {
   size_t n;
   const char *url = luaL_checklstring(L, 1, &n);
-  return push_htu(L, url, n, 0);
+  return push_htu(L, url, n, 0) ? 1 : 2;
 }
 
 void ok_ath_of(const char *token, size_t n, char out[44]) {
@@ -112,7 +112,8 @@ static void add_json_safe(lua_State *L, luaL_Buffer *b, const char *s) {
   luaL_addchar(b, '"');
 }
 
-/* Builds and signs a proof; ath is the base64url hash or NULL; jti NULL means a fresh one. */
+/* Builds and signs a proof; ath is the base64url hash or NULL; jti NULL means a fresh one.
+ * Pushes the proof above its working values and returns 1, or nil, err and 0. */
 static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu, size_t htulen, int for_okta,
                       const char *nonce, const char *ath, long long iat, const char *jti) {
   char jtibuf[32], num[32];
@@ -120,14 +121,14 @@ static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu,
   luaL_Buffer b;
   size_t plen;
   const char *payload;
-  if (!hdr) return ok_fail(L, "crypto", "out of memory");
-  if (!k->is_private) return ok_fail(L, "key", "cannot sign a DPoP proof with a public key");
+  if (!hdr) return ok_fail(L, "crypto", "out of memory"), 0;
+  if (!k->is_private) return ok_fail(L, "key", "cannot sign a DPoP proof with a public key"), 0;
   if (!jti) {
-    if (!ok_new_jti(jtibuf)) return ok_fail(L, "crypto", "RAND_bytes failed");
+    if (!ok_new_jti(jtibuf)) return ok_fail(L, "crypto", "RAND_bytes failed"), 0;
     jtibuf[22] = '\0';
     jti = jtibuf;
   }
-  if (push_htu(L, htu, htulen, for_okta) != 1) return 2;
+  if (!push_htu(L, htu, htulen, for_okta)) return 0;
   htu = lua_tolstring(L, -1, &htulen);
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "{\"jti\":");
@@ -149,7 +150,7 @@ static int dpop_build(lua_State *L, ok_key *k, const char *htm, const char *htu,
   luaL_addchar(&b, '}');
   luaL_pushresult(&b);
   payload = lua_tolstring(L, -1, &plen);
-  return ok_jws_sign(L, k, hdr, strlen(hdr), payload, plen) == 1 ? 1 : 2;
+  return ok_jws_sign(L, k, hdr, strlen(hdr), payload, plen);
 }
 
 static int valid_method(const char *m) {
@@ -161,8 +162,11 @@ static int valid_method(const char *m) {
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *ath, long long iat) {
   int top = lua_gettop(L);
-  if (!key->pkey) return ok_fail(L, "key", "the DPoP key has been freed");
-  return ok_keep(L, top, dpop_build(L, key, htm, htu, strlen(htu), 1, nonce, ath, iat, NULL));
+  int made;
+  if (!key->pkey) return ok_fail(L, "key", "the DPoP key has been freed"), 0;
+  made = dpop_build(L, key, htm, htu, strlen(htu), 1, nonce, ath, iat, NULL);
+  ok_keep(L, top, made ? 1 : 2);
+  return made;
 }
 
 /*** oktadpop.dpop_proof(key, {htm=, htu=, nonce=, access_token=, ath=, iat=, jti=})
@@ -184,7 +188,7 @@ int ok_dpop_proof(lua_State *L) {
   if (!htm || !valid_method(htm)) return ok_fail(L, "config", "dpop_proof needs htm, an upper-case HTTP method");
   if (!htu) return ok_fail(L, "config", "dpop_proof needs htu, the request URL");
   if (token && !ath) { ok_ath_of(token, toklen, athbuf); ath = athbuf; }
-  return dpop_build(L, k, htm, htu, htulen, 0, nonce, ath, (long long)iat, jti);
+  return dpop_build(L, k, htm, htu, htulen, 0, nonce, ath, (long long)iat, jti) ? 1 : 2;
 }
 
 int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char *aud,
@@ -193,9 +197,9 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   luaL_Buffer b;
   size_t hlen, plen;
   const char *h, *p;
-  int top = lua_gettop(L);
-  if (!k->pkey) return ok_fail(L, "key", "the key has been freed");
-  if (!ok_new_jti(jti)) return ok_fail(L, "crypto", "RAND_bytes failed");
+  int top = lua_gettop(L), made;
+  if (!k->pkey) return ok_fail(L, "key", "the key has been freed"), 0;
+  if (!ok_new_jti(jti)) return ok_fail(L, "crypto", "RAND_bytes failed"), 0;
   jti[22] = '\0';
   luaL_buffinit(L, &b); /* header */
   luaL_addstring(&b, "{\"alg\":\"");
@@ -223,7 +227,9 @@ int ok_assertion_make(lua_State *L, ok_key *k, const char *client_id, const char
   luaL_pushresult(&b);
   h = lua_tolstring(L, -2, &hlen);
   p = lua_tolstring(L, -1, &plen);
-  return ok_keep(L, top, ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2);
+  made = ok_jws_sign(L, k, h, hlen, p, plen);
+  ok_keep(L, top, made ? 1 : 2);
+  return made;
 }
 
 /*** oktadpop.client_assertion(key, client_id, audience [, {lifetime=300, iat=}])
@@ -242,7 +248,7 @@ int ok_client_assertion(lua_State *L) {
       return 2;
   }
   if (!*cid) return ok_fail(L, "config", "client_id is empty");
-  return ok_assertion_make(L, k, cid, aud, (long long)iat, (long long)lifetime);
+  return ok_assertion_make(L, k, cid, aud, (long long)iat, (long long)lifetime) ? 1 : 2;
 }
 
 /* ---- verification (RFC 9449 section 4.3) ---- */
@@ -308,15 +314,15 @@ static int proof_key(lua_State *L, int hidx, const proof_opts *o) {
   }
   if (o->key_cache) {
     int r = ok_keycache_proof_key(L, o->key_cache, lua_gettop(L), alg, o->jkt);
-    if (r == 3) return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt"), 0;
-    if (r == 1) return 1;
+    if (r < 0) return proof_fail(L, "jkt", bad_proof, "proof key does not match the token's cnf.jkt"), 0;
+    if (r) return 1;
     lua_getfield(L, -1, "message");
     return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }
   lua_createtable(L, 0, 1);
   lua_pushstring(L, ok_alg_name(alg));
   lua_setfield(L, -2, "alg");
-  if (ok_key_load(L, -2, -1) != 1) {
+  if (!ok_key_load(L, -2, -1)) {
     lua_getfield(L, -1, "message");
     return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }
@@ -327,13 +333,13 @@ static int proof_key(lua_State *L, int hidx, const proof_opts *o) {
 static int proof_request_claims(lua_State *L, int cidx, const proof_opts *o) {
   double iat;
   if (!ok_jws_field_is(L, cidx, "htm", o->htm, o->htm_len)) return proof_fail(L, "htm", bad_proof, "htm does not match the request method"), 0;
-  if (push_htu(L, o->htu, o->htu_len, 0) != 1) return 0;
+  if (!push_htu(L, o->htu, o->htu_len, 0)) return 0;
   lua_getfield(L, cidx, "htu");
   if (lua_type(L, -1) != LUA_TSTRING) return proof_fail(L, "htu", bad_proof, "htu is missing"), 0;
   {
     size_t n;
     const char *claimed = lua_tolstring(L, -1, &n);
-    if (push_htu(L, claimed, n, 0) != 1 || !lua_rawequal(L, -1, -3))
+    if (!push_htu(L, claimed, n, 0) || !lua_rawequal(L, -1, -3))
       return proof_fail(L, "htu", bad_proof, "htu does not match the request URL"), 0;
   }
   lua_getfield(L, cidx, "iat");

@@ -1,8 +1,7 @@
 /* jose.h: keys (EVP_PKEY userdata, JWK, PEM, thumbprints), compact JWS signing and
  * verification, DPoP proofs and client assertions: what the core signs with and the guard
  * verifies with. Above the Lua basics (lua/oktadpop.h) and the pure helpers; below the core.
- * Two return conventions, named in each comment: "pushes X or nil, err" returns the count
- * pushed (1 or 2), ready for a lua_CFunction to return; a check returns 1, or 0 with nil, err. */
+ * STYLE.md's one return convention: a helper that pushes X or nil, err returns 1 or 0. */
 #ifndef OKTADPOP_JOSE_H
 #define OKTADPOP_JOSE_H
 
@@ -43,14 +42,14 @@ size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
 
 /* ---- keys.c: the key userdata, load_key, generate_key and the key's methods ---- */
 ok_key *ok_key_check(lua_State *L, int idx);
-/* Loads any load_key source at idx (opts at optidx or 0); pushes the key or nil, err. */
+/* Loads any load_key source at idx (opts at optidx or 0): the key pushed and 1, or nil, err and 0. */
 int ok_key_load(lua_State *L, int idx, int optidx);
 /* When the load_key source at idx names a file: its permission bits (st_mode & 07777), else -1. */
 int ok_key_file_mode(lua_State *L, int idx);
 void ok_keys_open(lua_State *L);
 int ok_key_loadkey(lua_State *L);
 int ok_key_generate(lua_State *L);
-/* Pushes a freshly generated key (bits for RSA only), or nil, err. */
+/* Pushes a freshly generated key (bits for RSA only) and returns 1, or nil, err and 0. */
 int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid);
 
 /* ---- keyimport.c: outside bytes into checked keys ---- */
@@ -67,7 +66,8 @@ const char *ok_jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *want_
                         const char **kid);
 
 /* ---- jws.c: compact JWS signing and verification ---- */
-/* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts, or nil, err. */
+/* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts and returns 1,
+ * or nil, err and 0. */
 int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
                 const char *payload_json, size_t plen);
 /* Verifies sig over signing input with key; 1 when valid. Leaves the error queue clear. */
@@ -90,7 +90,7 @@ int ok_jws_verify_at(lua_State *L, int idx, ok_key *key, const ok_verify *v);
 /* The same for a JWT already decoded by ok_jws_decode (header at hidx, claims at hidx + 1):
  * 1, or nil, err pushed and 0. */
 int ok_jws_verify_decoded(lua_State *L, const char *jwt, size_t len, ok_key *key, int hidx, const ok_verify *v);
-/* Pushes nil and a verification error; returns 2. */
+/* Pushes nil and a verification error; returns 2 (for a lua_CFunction's return). */
 int ok_jws_fail(lua_State *L, const char *check, const char *code, const char *msg);
 /* Field name of the table at tidx is exactly want (wlen bytes: an embedded NUL counts). */
 int ok_jws_field_is(lua_State *L, int tidx, const char *name, const char *want, size_t wlen);
@@ -111,19 +111,19 @@ int ok_dpop_verify(lua_State *L);
 int ok_client_assertion(lua_State *L);
 int ok_htu(lua_State *L);
 /* Pushes a DPoP proof for a request to Okta (the htu in Okta's form, ok_htu_okta) for key
- * (nonce/ath may be NULL) with the given iat, or nil, err. */
+ * (nonce/ath may be NULL) with the given iat and returns 1, or nil, err and 0. */
 int ok_dpop_make(lua_State *L, ok_key *key, const char *htm, const char *htu,
                  const char *nonce, const char *ath, long long iat);
 /* base64url(SHA-256(token)) into out[44], NUL-terminated. */
 void ok_ath_of(const char *token, size_t n, char out[44]);
-/* Pushes a client assertion, or nil, err. */
+/* Pushes a client assertion and returns 1, or nil, err and 0. */
 int ok_assertion_make(lua_State *L, ok_key *key, const char *client_id, const char *aud,
                       long long iat, long long lifetime);
 
 /* ---- keycache.c: a bounded LRU of imported DPoP proof keys ---- */
 #define OK_KEYCACHE_MT "oktadpop.key_cache"
 /* The proof key for the JWK table at jidx and alg, from the cache at cidx or imported into it.
- * 1: the key pushed; 2: nil, err pushed (the import's error); 3: nothing pushed, the JWK's
+ * 1: the key pushed; 0: nil, err pushed (the import's error); -1: nothing pushed, the JWK's
  * thumbprint is not jkt (checked before any import when jkt is not NULL). */
 int ok_keycache_proof_key(lua_State *L, int cidx, int jidx, int alg, const char *jkt);
 /* Adds oktadpop.key_cache to the module table at the top of the stack. */

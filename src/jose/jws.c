@@ -95,7 +95,7 @@ int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
   const char *input;
   int iidx;
   luaL_Buffer b;
-  if (!key->is_private) return ok_fail(L, "key", "cannot sign with a public key: load the private key");
+  if (!key->is_private) return ok_fail(L, "key", "cannot sign with a public key: load the private key"), 0;
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, header_b64, hlen);
   luaL_addchar(&b, '.');
@@ -104,7 +104,7 @@ int ok_jws_sign(lua_State *L, ok_key *key, const char *header_b64, size_t hlen,
   iidx = lua_gettop(L);
   input = lua_tolstring(L, iidx, &ilen);
   slen = sign_raw(key, input, ilen, sig);
-  if (!slen) { lua_pop(L, 1); return ok_fail_ssl(L, "crypto", "signing failed"); }
+  if (!slen) { lua_pop(L, 1); return ok_fail_ssl(L, "crypto", "signing failed"), 0; }
   luaL_buffinit(L, &b); /* absolute indexes below: 5.4's buffinit pushes a placeholder */
   lua_pushvalue(L, iidx);
   luaL_addvalue(&b);
@@ -272,7 +272,7 @@ int ok_jws_sign_jwt(lua_State *L) {
   if (!ok_json_encode(L, 2)) return 2;
   h = lua_tolstring(L, -2, &hlen);
   p = lua_tolstring(L, -1, &plen);
-  return ok_jws_sign(L, k, h, hlen, p, plen) == 1 ? 1 : 2;
+  return ok_jws_sign(L, k, h, hlen, p, plen) ? 1 : 2;
 }
 
 /* Reads a numeric claim: 1 when present and a finite number, 0 when absent, -1 otherwise (a
@@ -415,14 +415,14 @@ int ok_jws_verify_options(lua_State *L, int optidx, ok_verify *v) {
 }
 
 /* Loads the verification key for verify_jwt: any load_key source; a JWKS is searched by the
- * token's kid. Pushes the key; returns 1, or pushes nil, err and returns 2. */
+ * token's kid. Pushes the key and returns 1, or nil, err and 0. */
 static int verify_key(lua_State *L, int jwtidx, int keyidx) {
   if (lua_type(L, keyidx) == LUA_TSTRING) { /* JWK or JWKS JSON text: decode it here */
     size_t n;
     const char *s = lua_tolstring(L, keyidx, &n);
     while (n && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) s++, n--;
     if (n && *s == '{') {
-      if (!ok_json_decode(L, s, n) || !lua_istable(L, -1)) return ok_fail(L, "key", "corrupt JWK JSON");
+      if (!ok_json_decode(L, s, n) || !lua_istable(L, -1)) return ok_fail(L, "key", "corrupt JWK JSON"), 0;
       lua_replace(L, keyidx);
     }
   }
@@ -433,14 +433,14 @@ static int verify_key(lua_State *L, int jwtidx, int keyidx) {
     if (jwks) {
       size_t len;
       const char *jwt = lua_tolstring(L, jwtidx, &len);
-      if (!ok_jws_decode(L, jwt, len)) return 2;
+      if (!ok_jws_decode(L, jwt, len)) return 0;
       lua_pop(L, 1);
       lua_createtable(L, 0, 1);
       lua_getfield(L, -2, "kid");
       if (lua_type(L, -1) == LUA_TSTRING) lua_setfield(L, -2, "kid"); /* the token's: any JSON */
       else lua_pop(L, 1);
       lua_remove(L, -2);
-      return ok_key_load(L, keyidx, -1) == 1 ? 1 : 2;
+      return ok_key_load(L, keyidx, -1);
     }
   }
   return ok_key_load(L, keyidx, 0);
@@ -458,7 +458,7 @@ int ok_jws_verify_jwt(lua_State *L) {
   luaL_checkany(L, 2);
   if (optidx) luaL_checktype(L, 3, LUA_TTABLE);
   if (!ok_jws_verify_options(L, optidx, &v)) return 2;
-  if (verify_key(L, 1, 2) != 1) return 2;
+  if (!verify_key(L, 1, 2)) return 2;
   key = ok_key_check(L, -1);
   if (!ok_jws_verify_at(L, 1, key, &v)) return 2;
   lua_insert(L, -2); /* claims, header */

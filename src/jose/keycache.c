@@ -164,7 +164,7 @@ static int import(lua_State *L, int jidx, int alg) {
   lua_pushstring(L, ok_alg_name(alg));
   lua_setfield(L, -2, "alg");
   r = ok_key_load(L, jidx, lua_gettop(L));
-  lua_remove(L, r == 1 ? -2 : -3); /* the options table */
+  lua_remove(L, r ? -2 : -3); /* the options table */
   return r;
 }
 
@@ -173,10 +173,10 @@ int ok_keycache_proof_key(lua_State *L, int cidx, int jidx, int alg, const char 
   char tp[44], name[OK_SLOT_NAME];
   ok_key *k;
   if (!jwk_members_ok(L, jidx) || !jwk_thumbprint(L, jidx, tp)) return import(L, jidx, alg); /* its error */
-  if (jkt && strcmp(tp, jkt) != 0) return 3;
+  if (jkt && strcmp(tp, jkt) != 0) return -1;
   snprintf(name, sizeof name, "%s:%s", tp, ok_alg_name(alg));
   if (kc_get(L, c, cidx, name)) return 1;
-  if (import(L, jidx, alg) != 1) return 2;
+  if (!import(L, jidx, alg)) return 0;
   k = ok_key_check(L, -1);
   /* members with leading zero bytes print another thumbprint than the key's own: not cached,
    * so a cached key's thumbprint is always the one its name says */

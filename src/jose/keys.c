@@ -94,7 +94,7 @@ static int load_twin(lua_State *L, int idx, const load_opts *o) {
   EVP_PKEY_up_ref(src->pkey);
   k->pkey = src->pkey;
   if ((err = ok_key_finish(L, k, o->alg ? o->alg : ok_alg_name(src->alg), o->kid ? o->kid : src->kid)))
-    return ok_fail(L, "key", "%s", err);
+    return ok_fail(L, "key", "%s", err), 0;
   return 1;
 }
 
@@ -133,7 +133,7 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
     luaL_checktype(L, optidx, LUA_TTABLE);
     if (!ok_opts_known(L, optidx, "load_key", names) || !ok_opt_string(L, optidx, "passphrase", &o.pass, NULL) ||
         !ok_opt_string(L, optidx, "alg", &o.alg, NULL) || !ok_opt_string(L, optidx, "kid", &o.kid, NULL))
-      return 2;
+      return 0;
   }
   if (luaL_testudata(L, idx, OK_KEY_MT)) return load_twin(L, idx, &o);
   if (!lua_istable(L, idx) && lua_type(L, idx) != LUA_TSTRING)
@@ -149,7 +149,7 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
   if (!err) err = ok_key_finish(L, k, o.alg ? o.alg : jalg, o.kid ? o.kid : jkid);
   if (!err && from_pem && k->is_private && !ok_pem_sign_check(k))
     err = "the private key's parts do not agree (its signatures fail with its own public key): corrupt key";
-  if (err) return ok_fail(L, "key", "%s", err);
+  if (err) return ok_fail(L, "key", "%s", err), 0;
   lua_pushvalue(L, kidx);
   return 1;
 }
@@ -159,7 +159,7 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
  */
 int ok_key_loadkey(lua_State *L) {
   luaL_checkany(L, 1);
-  return ok_key_load(L, 1, 2);
+  return ok_key_load(L, 1, 2) ? 1 : 2;
 }
 
 int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *kid) {
@@ -167,8 +167,8 @@ int ok_key_new_generated(lua_State *L, enum ok_alg alg, int bits, const char *ki
   ok_key *k = key_new(L);
   k->pkey = ok_alg_is_ec(alg) ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", ok_alg_curve(alg))
                               : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
-  if (!k->pkey) return ok_fail_ssl(L, "crypto", "key generation failed");
-  if ((err = ok_key_finish(L, k, ok_alg_name(alg), kid))) return ok_fail(L, "key", "%s", err);
+  if (!k->pkey) return ok_fail_ssl(L, "crypto", "key generation failed"), 0;
+  if ((err = ok_key_finish(L, k, ok_alg_name(alg), kid))) return ok_fail(L, "key", "%s", err), 0;
   return 1;
 }
 
@@ -188,7 +188,7 @@ int ok_key_generate(lua_State *L) {
       return 2;
   }
   if (bits != (int)bits) return ok_fail(L, "config", "bits must be a whole number from 2048 to 4096");
-  return ok_key_new_generated(L, alg, (int)bits, kid);
+  return ok_key_new_generated(L, alg, (int)bits, kid) ? 1 : 2;
 }
 
 /* ---- methods ---- */
