@@ -1,7 +1,7 @@
--- bench/guardpool.lua DIR setup | DIR proofs N: the inputs of the guard's bench rows. "setup"
+-- bench/guardpool.lua DIR setup | DIR proofs N [PATH]: the inputs of the guard's bench rows. "setup"
 -- writes DIR/jwks.json (the authorization server's RS256 key), DIR/token (an Okta-shaped
 -- DPoP-bound access token it signed) and DIR/dpop.pem (the client's ES256 key); "proofs" writes,
--- right before they are sent, DIR/proofs (N fresh proofs for GET http://api.bench/guarded, one a
+-- right before they are sent, DIR/proofs (N fresh proofs for GET http://api.bench/PATH, one a
 -- line, each with its own jti), DIR/replay (one more: sent again and again) and DIR/bad (a proof
 -- whose signature belongs to other bytes). Prints "key value" lines.
 package.path = "bench/?.lua;" .. package.path
@@ -9,7 +9,7 @@ local oktadpop = require "oktadpop"
 local cjson = require "cjson"
 local lib = require "lib"
 local dir, mode, n = arg[1], arg[2], tonumber(arg[3] or "1000")
-local HTU, ISSUER = "http://api.bench/guarded", "https://issuer.bench/oauth2/default"
+local HTU, ISSUER = "http://api.bench" .. (arg[4] or "/guarded"), "https://issuer.bench/oauth2/default"
 
 local function write(name, text)
   local f = assert(io.open(dir .. "/" .. name, "wb"))
