@@ -144,6 +144,65 @@ return M
     end)
   end)
 
+  -- README, "Running a fleet", step 3: its Lua block as written, with the keys where the spec
+  -- keeps them; the nginx half in a node's init_worker, the job-host half in a process
+  it("runs the README's store code as pasted: a node and a job host on one token #nginx", function()
+    r:cli("FLUSHALL")
+    emu:reset()
+    local readme = util.readfile("README.md")
+    local section = readme:match("\n## Running a fleet\n(.-)\n## ")
+    local block = assert(section:match("```lua\n(.-)```"), "the fleet section's Lua block")
+    block = block:gsub("\n   ", "\n"):gsub("^   ", ""):gsub("/etc/oktadpop/", dir .. "/")
+    local node_part, job_part = block:match("^(.-)(%-%- a job host.*)$")
+    assert.truthy(node_part and job_part, "the block has a nginx half and a job-host half")
+    local ndir = dir .. "/readme-node"
+    os.execute("mkdir -p " .. ndir)
+    util.write(ndir .. "/readme_fleet.lua", node_part .. "\nreturn okta\n")
+    local env = {OKTA_REDIS_URL = redis_url(), OKTA_ORG_URL = emu.url, OKTA_CLIENT_ID = CLIENT_ID}
+    local main = {}
+    for k, v in pairs(env) do main[#main + 1] = ("env %s=%s;"):format(k, v) end
+    local n = nginx.start{dir = ndir, workers = 2, main = table.concat(main, " "),
+      http = [[init_worker_by_lua_block { package.loaded.readme_okta = require("readme_fleet") }]], server = [[
+      location = /users { content_by_lua_block {
+        local body, err = package.loaded.readme_okta:get("/api/v1/users", {limit = 1})
+        ngx.say(body and "ok" or tostring(err))
+      } }]]}
+    local out = sh(("curl -s '%s/users' '%s/users'"):format(n.url, n.url))
+    local log = n:error_log()
+    n:stop()
+    assert.equal("ok\nok\n", out, log)
+    local script = job(job_part .. [[
+local body = assert(okta:get("/api/v1/users", {limit = 1}))
+print(#body, okta.stats.store)
+]])
+    local shell_env = {}
+    for k, v in pairs(env) do shell_env[#shell_env + 1] = ("%s='%s'"):format(k, v) end
+    local job_out = sh(("%s OKTA_SCOPES='okta.users.read' OKTA_CC_PRIVATE_KEY_FILE=%s/cc.pem "
+      .. "OKTA_DPOP_PRIVATE_KEY_FILE=%s/dpop.pem %s %s 2>&1"):format(table.concat(shell_env, " "), dir, dir, LUA, script))
+    assert.equal("1\tshared\n", job_out)
+    assert.equal(1, util.log_count(emu, "token", 200)) -- the node's workers and the job: one token
+  end)
+
+  it("makes from_env's store from OKTA_REDIS_URL, and names the variable when it is wrong #once", function()
+    r:cli("FLUSHALL")
+    emu:reset()
+    local base = ("OKTA_ORG_URL=%s OKTA_CLIENT_ID=%s OKTA_SCOPES='%s' OKTA_CC_PRIVATE_KEY_FILE=%s/cc.pem OKTA_CLIENT_KEYID=fleet "
+      .. "OKTA_DPOP_PRIVATE_KEY_FILE=%s/dpop.pem"):format(emu.url, CLIENT_ID, SCOPES, dir, dir)
+    local script = job([[
+local okta, err = require("oktadpop").from_env()
+if not okta then print(err.kind, err.message) return end
+assert(okta:get("/api/v1/users", {limit = 1}))
+print(okta.stats.store)
+]])
+    local url = redis_url()
+    assert.equal("shared\nshared\n", sh(("%s OKTA_REDIS_URL='%s' %s %s; %s OKTA_REDIS_URL='%s' %s %s")
+      :format(base, url, LUA, script, base, url, LUA, script)))
+    assert.equal(1, util.log_count(emu, "token", 200)) -- the second process found the first's token
+    local bad = sh(("%s OKTA_REDIS_URL='redis://:secret@127.0.0.1:notaport' %s %s"):format(base, LUA, script))
+    assert.matches("^config\tOKTA_REDIS_URL: redis_store: ", bad)
+    assert.is_nil(bad:find("secret", 1, true))
+  end)
+
   it("keeps two job processes on one bucket at max_capacity together, with no 429 #once", function()
     r:cli("FLUSHALL")
     emu:reset()

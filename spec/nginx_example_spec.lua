@@ -23,6 +23,25 @@ describe("examples/nginx #nginx #once", function()
     assert.not_matches("Permission denied", out)
   end)
 
+  it("runs the README's fleet with --fleet: two nodes and a job host on one Redis, one token, one replay cache", function()
+    local out = util.sh("examples/nginx/with-emulator --fleet 2>&1; echo \"exit $?\"")
+    assert.matches("exit 0\n$", out)
+    assert.matches("== redis%-server on 127%.0%.0%.1:%d+; OKTA_REDIS_URL", out)
+    local a = require("cjson").decode(out:match("/admin/users%?q=user1\n(%b[])"))
+    local b = require("cjson").decode(out:match("%(node B%)\n(%b[])"))
+    assert.equal(11, #a)
+    assert.same(a, b)
+    assert.matches("%(OKTA_REDIS_URL, the same keys%)\nid,status,login[^\n]*\n00u000000000000001,ACTIVE,user1@example%.com,", out)
+    assert.matches("== token requests so far: 1 (both nodes and the job host share one, in Redis)", out, 1, true)
+    -- the warm-up proof, then one proof to node A (accepted) and to node B (a replay)
+    local refused = out:match("hello 0oanginxexample00001, your key is [%w_-]+\nhello 0oanginxexample00001, your key is [%w_-]+\n"
+      .. "(%b{})")
+    assert.same({error = "invalid_dpop_proof", error_description = "the DPoP proof has been used before"},
+                require("cjson").decode(refused))
+    assert.matches("warnings and errors:\n%(none%)\n", out)
+    assert.is_nil(out:find("fleet pass", 1, true))
+  end)
+
   it("keeps keys put beside the example out of git", function()
     for _, path in ipairs{"examples/nginx/keys/cc.pem", "examples/nginx/dpop.pem", "examples/nginx/cc_private_key.pem"} do
       assert.is_true(util.run("git check-ignore -q " .. path), path)

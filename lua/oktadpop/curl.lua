@@ -121,13 +121,21 @@ end
 
 --- oktadpop.from_env([dotenv_path [, config]]) -> client | nil, err: the .env file's and the
 -- environment's settings (the environment wins), then config's own (debug=, timeout=, ...).
+-- OKTA_REDIS_URL, unless config has a store, makes the store a redis_store on that URL: every
+-- job host and nginx node on it shares one token and one budget (README, "Running a fleet").
 -- @function from_env
 function M.from_env(path, config)
   if path ~= nil and type(path) ~= "string" then error("bad argument #1 to 'from_env' (string expected)", 2) end
   if config ~= nil and type(config) ~= "table" then error("bad argument #2 to 'from_env' (table expected)", 2) end
   local settings, err = core.env_config(path)
   if not settings then return nil, err end
+  local redis_url = settings.redis_url
+  settings.redis_url = nil
   for k, v in pairs(config or {}) do settings[k] = v end
+  if redis_url and settings.store == nil then
+    settings.store, err = oktadpop.redis_store{url = redis_url}
+    if not settings.store then return nil, core.error("config", "OKTA_REDIS_URL: " .. tostring(err.message or err)) end
+  end
   return M.new(settings)
 end
 

@@ -162,7 +162,8 @@ int ok_setup_env(lua_State *L, const char *path) {
       {"private_key", {"OKTA_CC_PRIVATE_KEY_FILE", "OKTA_CLIENT_PRIVATEKEY", NULL}, 1},
       {"kid", {"OKTA_CLIENT_KEYID", NULL, NULL}, 0},
       {"dpop_key", {"OKTA_DPOP_PRIVATE_KEY_FILE", NULL, NULL}, 0},
-      {"ca_file", {"OKTADPOP_CA_FILE", NULL, NULL}, 0}};
+      {"ca_file", {"OKTADPOP_CA_FILE", NULL, NULL}, 0},
+      {"redis_url", {"OKTA_REDIS_URL", NULL, NULL}, 0}}; /* the driver makes it the store */
   int tidx, cfg;
   lua_newtable(L);
   tidx = lua_gettop(L);

@@ -113,8 +113,9 @@ void ok_result_http_error(lua_State *L, int ridx, const char *prefix, double ser
 /* What get/post/... answer for the result at ridx: body (true when empty), res on 2xx; else
  * nil, err, res, the error being res.error (set by the operation). */
 int ok_result_call(lua_State *L, int ridx);
-/* Seconds to wait after a 429, on the server's clock: X-Rate-Limit-Reset minus Date plus 1 s
- * (Okta's SDKs), Retry-After otherwise, 1 s when neither says. */
+/* Seconds to wait after a 429, on the server's clock: X-Rate-Limit-Reset minus Date (Okta's SDKs
+ * add a whole second more, which overshoots the reset by 1 to 2 s) plus 50 ms, Retry-After
+ * otherwise, 1 s when neither says. */
 double ok_result_rate_wait(lua_State *L, int hidx, double server_now);
 /* A response header (lower-case name) of the table at hidx as a C string, or NULL. */
 const char *ok_header(lua_State *L, int hidx, const char *name);

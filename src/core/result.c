@@ -61,7 +61,9 @@ double ok_result_rate_wait(lua_State *L, int hidx, double server_now) {
   double reset = ok_header_min(ok_header(L, hidx, "x-rate-limit-reset"));
   const char *after = ok_header(L, hidx, "retry-after"), *date = ok_header(L, hidx, "date");
   double d = date ? ok_http_date(date) : -1, now = d > 0 ? d : server_now, wait = 1;
-  if (reset > 0) wait = reset - now + 1;
+  /* Date is the server's second, floored: from it the wait ends within a second after the
+   * reset, never before it; 50 ms more, as admission waits (admission.c) */
+  if (reset > 0) wait = reset - now + 0.05;
   else if (after) wait = ok_http_date(after) > 0 ? ok_http_date(after) - now : ok_header_min(after);
   return wait >= 0 ? wait : 0;
 }
