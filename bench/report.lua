@@ -253,6 +253,7 @@ else
   w("All targets met.")
 end
 w()
+dofile("bench/reportbefore.lua")(R, fmt, w) -- BENCH_BEFORE: an older build's figures beside these
 w("## Method")
 w()
 w("1. **Proofs/s**: `oktadpop.dpop_proof(key, {htm=\"GET\", htu=..., access_token=...})` in a tight")
