@@ -30,8 +30,9 @@ return function(R, fmt, w)
   for _, alg in ipairs{"es256", "rs256"} do
     for _, lua in ipairs{"lua54", "luajit"} do
       local name = ("%s proofs/s, %s, of openssl speed"):format(alg:upper(), lua == "lua54" and "Lua 5.4" or "LuaJIT")
-      pair(name, share(B, ("proof.%s.%s.rate"):format(lua, alg), "speed." .. alg),
-           share(R, ("proof.%s.%s.rate"):format(lua, alg), "speed." .. alg), pcent)
+      local speed = ("speed.%s.%s"):format(alg, lua) -- as part 1: openssl speed around that interpreter's run
+      pair(name, share(B, ("proof.%s.%s.rate"):format(lua, alg), speed),
+           share(R, ("proof.%s.%s.rate"):format(lua, alg), speed), pcent)
     end
   end
   for _, alg in ipairs{"es256", "rs256"} do
@@ -47,11 +48,11 @@ return function(R, fmt, w)
   if #rows == 0 then return end
   w("## Before and after")
   w()
-  w(("%s (before) against this run (after), on this machine, one run right after the other. Rates are")
+  w(("Before: %s, measured on this machine right before this run (`BENCH_BEFORE`). After: this run.")
     :format(os.getenv("BENCH_BEFORE_NAME") or path))
-  w("shares of the reference measured in their own run; instruction counts (callgrind) barely depend")
-  w("on the machine's load. Run-to-run noise of the rates here is about ±5 %; a change beyond −2 % is")
-  w("marked.")
+  w("Rates are shares of the reference measured in their own run; instruction counts (callgrind)")
+  w("barely depend on the machine's load. Run-to-run noise of the rates here is about ±5 %; a change")
+  w("beyond −2 % is marked.")
   w()
   w("| measurement | before | after | change |")
   w("|---|---:|---:|---:|")
