@@ -83,17 +83,7 @@ local ok, err = pcall(function()
   local dir = os.tmpname()
   os.remove(dir)
   os.execute("mkdir -p " .. dir)
-  local server = nginx.start{dir = dir, workers = 2, server = [[
-    location = /oauth2/v1/token { content_by_lua_block {
-      ngx.header["Content-Type"] = "application/json"
-      ngx.say('{"token_type":"DPoP","access_token":"AT","expires_in":3600,"scope":"okta.users.read"}')
-    } }
-    location /api/v1/users/ { content_by_lua_block {
-      ngx.sleep(0.05)
-      ngx.header["Content-Type"] = "application/json"
-      ngx.say('{"id":"00u1","status":"ACTIVE"}')
-    } }
-  ]]}
+  local server = nginx.headerless_org(dir, 0.05)
   c = client(server.url)
   wall, failed = reads(c, n, 10)
   c:close()

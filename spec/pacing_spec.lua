@@ -5,16 +5,15 @@
 -- a bucket table from the configuration. The same scenario code (SCENARIOS) runs in this
 -- process over libcurl and in a real nginx over cosockets.
 local oktadpop = require "oktadpop"
-local cjson = require "cjson"
 local emulator = require "spec.support.emulator"
 local nginx = require "spec.support.nginx"
+local drivers = require "spec.support.drivers"
 local util = require "spec.support.util"
 
 local CLIENT_ID = "0oapacing00000000001"
 local SCOPES = "okta.users.read okta.apps.manage okta.groups.read"
 local SLACK = "0oa000000000000004"
 local USERS_ONE = "GET /api/v1/users/{id}"
-local unpack = table.unpack or unpack -- luacheck: ignore (5.1)
 
 -- Each scenario takes a client and a clock and answers a JSON-able table.
 local SCENARIOS = [==[
@@ -78,23 +77,18 @@ return M
 ]==]
 
 describe("pacing by the server's numbers", function()
-  local dir, key, key_path, dpop_path, scenarios, emu
+  local runner, emu, dir
 
   setup(function()
-    dir = util.sh("mktemp -d"):gsub("%s+$", "")
-    key = assert(oktadpop.generate_key("RS256", {kid = "pacing"}))
-    key_path, dpop_path = dir .. "/cc.pem", dir .. "/dpop.pem"
-    assert(key:save_pem(key_path, true))
-    assert(assert(oktadpop.generate_key("ES256")):save_pem(dpop_path, true))
-    util.write(dir .. "/pacing_scenarios.lua", SCENARIOS)
-    scenarios = assert(load(SCENARIOS, "=pacing_scenarios"))()
+    runner = drivers.new{name = "pacing", source = SCENARIOS, client_id = CLIENT_ID, scopes = SCOPES}
+    dir = runner.dir
     emu = emulator.start{tls = false, config = {users = 200, groups = 4, clients = {
-      {client_id = CLIENT_ID, jwks = {keys = {key:public_jwk()}}, scopes = {"okta.users.read", "okta.apps.manage",
+      {client_id = CLIENT_ID, jwks = {keys = {runner.key:public_jwk()}}, scopes = {"okta.users.read", "okta.apps.manage",
         "okta.groups.read"}}}}}
   end)
   teardown(function()
     if emu then emu:stop() end
-    if dir then os.execute("rm -rf " .. dir) end
+    if runner then runner:close() end
   end)
 
   -- The emulator afresh, then these settings.
@@ -105,34 +99,11 @@ describe("pacing by the server's numbers", function()
     emu:control(settings)
   end
 
-  -- Runs scenario name(args...) with this client config (extra keys over the defaults).
+  -- Runs scenario name(args...) against the emulator with this client config (extra keys over the defaults).
   local function run(driver, name, extra, ...)
-    local args = {...}
-    if driver == "libcurl" then
-      local cfg = {org_url = emu.url, client_id = CLIENT_ID, scopes = SCOPES, private_key = key, retry_base = 0.01}
-      for k, v in pairs(extra or {}) do cfg[k] = v end
-      local okta = assert(oktadpop.new(cfg))
-      local result = scenarios[name](okta, oktadpop.libcurl.clock, unpack(args))
-      okta:close()
-      return result
-    end
-    local server = nginx.start{dir = dir, http = "lua_shared_dict oktadpop 1m;", server = ([[
-      location = /run { content_by_lua_block {
-        local cfg = {org_url = %q, client_id = %q, scopes = %q, private_key = %q, dpop_key = %q,
-                     shared_dict = "oktadpop", retry_base = 0.01, max_concurrency = 10}
-        for k, v in pairs(require("cjson").decode(%q)) do cfg[k] = v end
-        local okta = assert(require("oktadpop.resty").new(cfg))
-        local clock = function() ngx.update_time() return ngx.now() end
-        local result = require("pacing_scenarios")[%q](okta, clock, unpack(require("cjson").decode(%q)))
-        ngx.say(require("cjson").encode(result))
-      } }
-    ]]):format(emu.url, CLIENT_ID, SCOPES, key_path, dpop_path, cjson.encode(extra or {}), name, cjson.encode(args))}
-    local out = util.sh("curl -s --max-time 120 " .. server.url .. "/run")
-    local log = server:error_log()
-    server:stop()
-    local ok, decoded = pcall(cjson.decode, out)
-    assert(ok and type(decoded) == "table", "nginx answered: " .. out .. "\n" .. log)
-    return decoded
+    local cfg = {org_url = emu.url}
+    for k, v in pairs(extra or {}) do cfg[k] = v end
+    return runner:run(driver, name, cfg, ...)
   end
 
   local function bucket_stats(name) return emu:stats().buckets[name] or {} end
@@ -161,19 +132,7 @@ describe("pacing by the server's numbers", function()
       end)
 
       it("reaches the latency floor against a server that sends no rate-limit headers", function()
-        -- a small server of its own (the emulator's own work per request would be measured too)
-        local mdir = dir .. "/headerless"
-        local server = nginx.start{dir = mdir, workers = 2, server = [[
-          location = /oauth2/v1/token { content_by_lua_block {
-            ngx.header["Content-Type"] = "application/json"
-            ngx.say('{"token_type":"DPoP","access_token":"AT","expires_in":3600,"scope":"okta.users.read"}')
-          } }
-          location /api/v1/users/ { content_by_lua_block {
-            ngx.sleep(0.05)
-            ngx.header["Content-Type"] = "application/json"
-            ngx.say('{"id":"00u1","status":"ACTIVE"}')
-          } }
-        ]]}
+        local server = nginx.headerless_org(dir .. "/headerless", 0.05)
         local r = run(driver, "batch_reads", {org_url = server.url}, 1000, 10)
         server:stop()
         local floor = 1000 * 0.05 / 10
@@ -239,7 +198,7 @@ describe("pacing by the server's numbers", function()
       {{{"api/v1/x", "x"}}, "a pattern is"}, {{{"/api/v1/*/x", "x"}}, "stands alone"}, {{{"/x/a{id}", "x"}}, "whole segment"},
       {{{"get /x", "x"}}, "upper-case"}, {{{"/x", ""}}, "two strings"}, {{{"/x", "a:b"}}, "without ':'"},
       {"/x", "a list"}}) do
-      local okta, err = oktadpop.new{org_url = emu.url, client_id = CLIENT_ID, scopes = SCOPES, private_key = key,
+      local okta, err = oktadpop.new{org_url = emu.url, client_id = CLIENT_ID, scopes = SCOPES, private_key = runner.key,
                                      buckets = case[1]}
       assert.is_nil(okta)
       assert.equal("config", err.kind)

@@ -4,16 +4,16 @@
 -- nothing. The same scenario code (SCENARIOS below) runs in this process over libcurl and in a
 -- real nginx over cosockets.
 local oktadpop = require "oktadpop"
-local cjson = require "cjson"
 local emulator = require "spec.support.emulator"
 local responder = require "spec.support.responder"
 local nginx = require "spec.support.nginx"
+local drivers = require "spec.support.drivers"
 local util = require "spec.support.util"
 
 local CLIENT_ID = "0oasafety00000000001"
 local SCOPES = "okta.users.read okta.users.manage okta.groups.manage okta.apps.manage"
 
--- Each scenario takes a client and answers a JSON-able table.
+-- Each scenario takes a client and a clock and answers a JSON-able table.
 local SCENARIOS = [==[
 local M = {}
 
@@ -76,43 +76,19 @@ local function collect_api(emu)
 end
 
 describe("safety round three", function()
-  local dir, key, key_path, dpop_path, scenarios
+  local runner, dir, key, key_path, dpop_path
 
   setup(function()
-    dir = util.sh("mktemp -d"):gsub("%s+$", "")
-    key = assert(oktadpop.generate_key("RS256", {kid = "safety"}))
-    key_path, dpop_path = dir .. "/cc.pem", dir .. "/dpop.pem"
-    assert(key:save_pem(key_path, true))
-    assert(assert(oktadpop.generate_key("ES256")):save_pem(dpop_path, true))
-    util.write(dir .. "/safety_scenarios.lua", SCENARIOS)
-    scenarios = assert(load(SCENARIOS, "=safety_scenarios"))()
+    runner = drivers.new{name = "safety", source = SCENARIOS, client_id = CLIENT_ID, scopes = SCOPES}
+    dir, key, key_path, dpop_path = runner.dir, runner.key, runner.key_path, runner.dpop_path
   end)
-  teardown(function() if dir then os.execute("rm -rf " .. dir) end end)
+  teardown(function() if runner then runner:close() end end)
 
-  -- Runs scenario `name` in nginx against org_url with this config (a Lua table constructor).
-  local function in_nginx(name, org_url, extra, http)
-    local server = nginx.start{dir = dir, http = "lua_shared_dict oktadpop 1m;\n" .. (http or ""), server = ([[
-      location = /run { content_by_lua_block {
-        local okta = assert(require("oktadpop.resty").new{org_url = %q, client_id = %q, scopes = %q,
-          private_key = %q, dpop_key = %q, shared_dict = "oktadpop", retry_base = 0.01 %s})
-        local result = require("safety_scenarios")[%q](okta, function() ngx.update_time() return ngx.now() end)
-        ngx.say(require("cjson").encode(result))
-      } }
-    ]]):format(org_url, CLIENT_ID, SCOPES, key_path, dpop_path, extra or "", name)}
-    local out = util.sh("curl -s --max-time 120 " .. server.url .. "/run")
-    local log = server:error_log()
-    server:stop()
-    local ok, decoded = pcall(cjson.decode, out)
-    assert(ok and type(decoded) == "table", "nginx answered: " .. out .. "\n" .. log)
-    return decoded
-  end
-
-  local function in_process(name, org_url, extra)
-    local cfg = {org_url = org_url, client_id = CLIENT_ID, scopes = SCOPES, private_key = key, retry_base = 0.01}
+  -- Runs scenario `name` in this driver against org_url, with these options over the defaults.
+  local function run(driver, name, org_url, extra)
+    local cfg = {org_url = org_url}
     for k, v in pairs(extra or {}) do cfg[k] = v end
-    local okta = assert(oktadpop.new(cfg))
-    local function now() local s = util.sh("date +%s.%N") return tonumber(s) end
-    return scenarios[name](okta, now)
+    return runner:run(driver, name, cfg)
   end
 
   describe("against the emulator", function()
@@ -127,7 +103,7 @@ describe("safety round three", function()
 
     for _, driver in ipairs({"libcurl", "nginx"}) do
       it("refuses every path with a dot segment before sending anything (" .. driver .. ")" .. (driver == "nginx" and " #nginx" or ""), function()
-        local r = driver == "nginx" and in_nginx("dot_segments", emu.url) or in_process("dot_segments", emu.url)
+        local r = run(driver, "dot_segments", emu.url)
         for _, name in ipairs({"factors_reset", "groups_remove", "apps_unassign",
                                "users_get_dot", "raw_delete", "raw_get_middle", "escaped_slash"}) do
           assert.is_false(r[name].ok, name)
@@ -148,9 +124,7 @@ describe("safety round three", function()
         (driver == "nginx" and " #nginx" or ""),
         function()
           emu:control{latency_ms = 40}
-          local extra = {max_concurrency = 5, max_queue_wait = 3}
-          local rounds = driver == "nginx" and in_nginx("raising_callbacks", emu.url, ", max_concurrency = 5, max_queue_wait = 3")
-                         or in_process("raising_callbacks", emu.url, extra)
+          local rounds = run(driver, "raising_callbacks", emu.url, {max_concurrency = 5, max_queue_wait = 3})
           for i, r in ipairs(rounds) do
             assert.equal(i % 2 == 1 and "on_result raised" or "request raised", r.raised)
             assert.is_true(r.after_ok, r.after_err)
@@ -212,7 +186,7 @@ describe("safety round three", function()
         {status = 200, headers = {Link = '<$BASE/api/v1/users?after=b&limit=2>; rel="next"'}, body = {{id = "a1"}, {id = "a2"}}},
         {status = 200, headers = {Link = '<$BASE/api/v1/users?limit=2>; rel="next"'}, body = {{id = "b1"}, {id = "b2"}}},
       }}
-      local result = driver == "nginx" and in_nginx("link_cycle", r.url) or in_process("link_cycle", r.url)
+      local result = run(driver, "link_cycle", r.url)
       local requests = #r:requests()
       r:stop()
       assert.same({"a1", "a2", "b1", "b2"}, result.ids)

@@ -100,4 +100,21 @@ function N:stop()
   end
 end
 
+-- An org behind a gateway that strips the rate-limit headers: a token endpoint (any client, any
+-- proof) and /api/v1/users/{id} answering after `latency` seconds, on two workers. For the
+-- pacing spec and bench/pacing.lua: the emulator's own work per request would be measured too.
+function M.headerless_org(dir, latency)
+  return M.start{dir = dir, workers = 2, server = ([[
+    location = /oauth2/v1/token { content_by_lua_block {
+      ngx.header["Content-Type"] = "application/json"
+      ngx.say('{"token_type":"DPoP","access_token":"AT","expires_in":3600,"scope":"okta.users.read"}')
+    } }
+    location /api/v1/users/ { content_by_lua_block {
+      ngx.sleep(%s)
+      ngx.header["Content-Type"] = "application/json"
+      ngx.say('{"id":"00u1","status":"ACTIVE"}')
+    } }
+  ]]):format(latency)}
+end
+
 return M
