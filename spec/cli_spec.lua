@@ -346,7 +346,9 @@ describe("the oktadpop command and the examples #once", function()
       emu:reset()
       local out, err, rc = oktadpop_cmd("groups add " .. group .. " --from " .. dir .. "/people.csv --column login --dry-run")
       assert.equal(0, rc, err)
-      assert.equal(("PUT /api/v1/groups/%s/users/user5%%40example.com\nPUT /api/v1/groups/%s/users/user6%%40example.com\n")
+      -- Okta's group endpoints take ids: each login is looked up first
+      assert.equal(("GET /api/v1/users/user5%%40example.com\nPUT /api/v1/groups/%s/users/{id of user5@example.com}\n"
+        .. "GET /api/v1/users/user6%%40example.com\nPUT /api/v1/groups/%s/users/{id of user6@example.com}\n")
         :format(group, group), out)
       assert.equal(0, api_requests("/api/v1/groups"))
       out, err, rc = oktadpop_cmd("groups add " .. group .. " --from " .. dir .. "/people.csv --column login")
@@ -366,6 +368,26 @@ describe("the oktadpop command and the examples #once", function()
       assert.is_true(assigned["00u000000000000007"] and assigned["00u000000000000008"])
       _, err, rc = oktadpop_cmd("apps unassign 0oa000000000000005 --from " .. dir .. "/ids.txt")
       assert.equal(0, rc, err)
+      emu:reset()
+      out, err, rc = oktadpop_cmd("apps assign 0oa000000000000005 --from " .. dir .. "/ids.txt --dry-run")
+      assert.equal(0, rc, err) -- ids only: no lookups
+      assert.equal(2, select(2, out:gsub("\nPOST", "\nPOST")) + (out:find("^POST") and 1 or 0))
+      assert.is_nil(out:find("GET", 1, true))
+      -- one user by login, and a login nobody has: the lookup's 404 is that input's failure
+      _, err, rc = oktadpop_cmd("groups add " .. group .. " user9@example.com")
+      assert.equal(0, rc, err)
+      local results = dir .. "/assign-results.csv"
+      util.write(dir .. "/mixed.txt", "00u000000000000010\nuser11@example.com\nnobody@example.com\n")
+      _, err, rc = oktadpop_cmd("apps assign 0oa000000000000005 --from " .. dir .. "/mixed.txt --results " .. results)
+      assert.equal(1, rc, err)
+      assert.matches("nobody@example.com: http error: [^\n]*E0000007", err)
+      assigned = {}
+      for au in okta.apps:users("0oa000000000000005") do assigned[au.id] = true end
+      assert.is_true(assigned["00u000000000000010"] and assigned["00u000000000000011"])
+      assert.matches("\nnobody@example.com,failed,", util.readfile(results))
+      members = {}
+      for u in okta.groups:members(group) do members[#members + 1] = u.profile.login end
+      assert.same({"user9@example.com"}, members)
       _, _, rc = oktadpop_cmd("groups add " .. group .. " --from " .. dir .. "/people.csv --column nope")
       assert.equal(2, rc)
     end)

@@ -749,6 +749,11 @@ test('groups: paginate, q, search, filter, create, members', async () => {
   assert.equal((await api(base, token, key, 'GET', `/api/v1/groups/${gid}/users`)).json.length, 1);
   const members = await api(base, token, key, 'GET', '/api/v1/groups/00g000000000000030/users');
   assert.equal(members.json.length, 15);
+  // a login is not a user id here, unlike on the Users API's own paths
+  const byLogin = await api(base, token, key, 'PUT', `/api/v1/groups/${gid}/users/user5%40example.com`,
+    { htu: `${base}/api/v1/groups/${gid}/users/user5@example.com` });
+  assert.equal(byLogin.status, 404);
+  assert.equal(byLogin.json.errorCode, 'E0000007');
   const everyone = await api(base, token, key, 'PUT', '/api/v1/groups/00g000000000000001/users/00u000000000000003');
   assert.equal(everyone.status, 400);
   const none = await api(base, token, key, 'GET', '/api/v1/groups/00gnothere/users');

@@ -1967,11 +1967,13 @@ function listGroupUsers(ctx) {
 
 // PUT/DELETE /api/v1/groups/{gid}/users/{uid}: 204. Only OKTA_GROUP
 // memberships can be changed ([PY-GroupApi]); the error for others is the
-// emulator's choice (undocumented).
+// emulator's choice (undocumented). {uid} is the user's id only: the Groups
+// API's "Assign a user to a group" takes "ID of an existing Okta user"; unlike
+// the Users API's own paths, no login or shortname (DOCS api/groups).
 function changeMembership(ctx, add) {
   const g = groups.get(ctx.params.id);
   if (!g) return groupNotFound(ctx, ctx.params.id);
-  const u = findUser(ctx.params.uid);
+  const u = users.get(ctx.params.uid);
   if (!u) return userNotFound(ctx, ctx.params.uid);
   if (g.type !== 'OKTA_GROUP') {
     return apiError(ctx, E.validation('group'), causes(`group: Memberships of a ${g.type} group cannot be changed`));
@@ -2034,7 +2036,7 @@ function assignAppUser(ctx) {
   if (body === undefined) return;
   if (typeof body.id !== 'string' || body.id === '') return apiError(ctx, E.validation('id'), causes('id: The field cannot be left blank'));
   if (body.scope !== undefined && body.scope !== 'USER') return apiError(ctx, E.validation('scope'), causes('scope: must be USER'));
-  const u = findUser(body.id);
+  const u = users.get(body.id); // the user's id only (DOCS api/apps "Assign an application user")
   if (!u) return userNotFound(ctx, body.id);
   const now = nowMs();
   const old = appUsers.get(a.id).get(u.id);
