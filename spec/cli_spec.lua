@@ -106,6 +106,9 @@ describe("the oktadpop command and the examples #once", function()
       local out, err, rc = oktadpop_cmd("logs tail --since " .. since .. " --limit 4")
       assert.equal(0, rc, err)
       assert.equal(4, lines(out))
+      out, err, rc = oktadpop_cmd("logs tail --since " .. since .. " --max-items 2") -- 0.1.0's name
+      assert.equal(0, rc, err)
+      assert.equal(2, lines(out))
     end)
 
     it("describes every option of every subcommand in its --help", function()
