@@ -170,7 +170,9 @@ echo "$t1 $t2 $t0 $t3"
       local list = {}
       for _ = 1, 40 do list[#list + 1] = "url = \"" .. server.url .. "/jtis\"" end
       write(dir .. "/jtis.txt", table.concat(list, "\n") .. "\n")
-      local out = sh("curl -s --no-progress-meter --parallel --parallel-max 10 -K " .. dir .. "/jtis.txt")
+      -- a connection per request (curl would reuse one when the machine is busy): the kernel
+      -- spreads 40 connections over the workers (reuseport)
+      local out = sh("curl -s --no-progress-meter --parallel --parallel-max 10 -H 'Connection: close' -K " .. dir .. "/jtis.txt")
       local pids, seen, n, workers = {}, {}, 0, 0
       for pid, jti in out:gmatch("(%d+) (%S+)") do
         if not pids[pid] then pids[pid] = true; workers = workers + 1 end
