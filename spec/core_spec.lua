@@ -841,6 +841,15 @@ describe("the protocol core", function()
       assert.matches("admin role", err.message, 1, true)
       assert.equal(1, select(2, tostring(err):gsub("E0000006", ""))) -- tostring does not repeat the code
       assert.equal(": c1 (request r1)", tostring(err):sub(-17)) -- Okta's reason, then the request id
+      local many = {}
+      for i = 1, 500 do many[i] = {errorSummary = "c" .. i} end -- the server decides how many
+      op = d:api()
+      a = d:step(op, d:response(400, {}, {errorCode = "E0000001", errorSummary = "Api validation failed",
+        errorCauses = many}))
+      local text = tostring(a.response.error)
+      assert.equal(500, #a.response.error.causes)
+      assert.truthy(text:find(": c1; c2; ", 1, true))
+      assert.truthy(text:find("; c500", 1, true))
     end)
 
     it("answers a result the way client:get does (core.result)", function()

@@ -57,22 +57,25 @@ void ok_error_setint(lua_State *L, const char *name, lua_Integer value) {
 }
 
 /* Pushes Okta's reasons (err.causes, its errorCauses summaries) as they follow the message:
- * ": a; b", or "" when there are none. */
+ * ": a; b", or "" when there are none. A buffer, not a value per cause: the server decides how
+ * many there are, and the stack is only sure of LUA_MINSTACK slots. */
 static void push_causes(lua_State *L, int eidx) {
-  int n = 0;
+  luaL_Buffer b;
+  int list, n = 0;
   lua_getfield(L, eidx, "causes");
-  if (lua_istable(L, -1)) {
-    int list = lua_gettop(L);
-    for (int i = 1, len = (int)lua_rawlen(L, list); i <= len; i++) {
-      lua_rawgeti(L, list, i);
-      if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); continue; }
-      lua_pushstring(L, n ? "; " : ": ");
-      lua_insert(L, -2);
-      n += 2;
-    }
+  list = lua_gettop(L);
+  luaL_buffinit(L, &b);
+  for (lua_Integer i = 1, len = lua_istable(L, list) ? (lua_Integer)lua_rawlen(L, list) : 0; i <= len; i++) {
+    int is_string = lua_rawgeti(L, list, i) == LUA_TSTRING;
+    lua_pop(L, 1); /* the buffer's stack use stays balanced: added below, taken again */
+    if (!is_string) continue;
+    luaL_addstring(&b, n ? "; " : ": "); /* a macro in compat-5.3: no side effect in it */
+    n++;
+    lua_rawgeti(L, list, i);
+    luaL_addvalue(&b);
   }
-  lua_concat(L, n);
-  lua_remove(L, -2);
+  luaL_pushresult(&b);
+  lua_remove(L, list);
 }
 
 /* "oktadpop http error: POST https://org/api/v1/users: HTTP 400 E0000001: Api validation
