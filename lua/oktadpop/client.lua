@@ -50,6 +50,9 @@ local function store_call(store, a)
   return true
 end
 
+-- Why a store call under pcall failed: the message of the error it answered, or what it raised.
+local function store_failure(ok, v, err) return tostring(ok and (type(err) == "table" and err.message or err) or v) end
+
 local STORE_RETRY = 5        -- seconds between tries of a shared store that failed
 local STORE_LOG_EVERY = 60   -- at most one log line a minute about it
 
@@ -59,14 +62,15 @@ local STORE_LOG_EVERY = 60   -- at most one log line a minute about it
 -- answers again, tried every STORE_RETRY seconds; with store_fallback = false the call ends
 -- with an error of kind "store" instead.
 local function store_action(self, a)
+  local ok, v, err
   if not self.backup then -- the store is the client's own (or fallback is off): nothing to fall back to
-    local v, err = store_call(self.store, a)
-    if v == nil and err ~= nil then error(core.error("store", "the store failed: " .. tostring(err)), 0) end
-    return v
+    ok, v, err = pcall(store_call, self.store, a)
+    if ok and not (v == nil and err ~= nil) then return v end
+    error(core.error("store", "the store failed: " .. store_failure(ok, v, err)), 0)
   end
   local now = self.driver.now()
   if self.degraded_until and now < self.degraded_until then return (store_call(self.backup, a)) end
-  local ok, v, err = pcall(store_call, self.store, a)
+  ok, v, err = pcall(store_call, self.store, a)
   if ok and not (v == nil and err ~= nil) then
     if self.degraded_until then
       self.degraded_until = nil
@@ -75,7 +79,7 @@ local function store_action(self, a)
     end
     return v
   end
-  local why = tostring(ok and (type(err) == "table" and err.message or err) or v)
+  local why = store_failure(ok, v, err)
   if not self.degraded_until then
     self.store_fallbacks = self.store_fallbacks + 1
     self.session:degrade(true)
