@@ -92,7 +92,7 @@ function _M.protect()
   if not issuer or store_error then -- JSON, like the guard's own answers: never nginx's HTML page
     ngx.log(ngx.ERR, "okta_app: ", store_error or missing("OKTA_API_ISSUER"))
     reply(500, {error = "server_error"})
-    return ngx.exit(ngx.HTTP_INTERNAL_SERVER_ERROR)
+    return ngx.exit(ngx.HTTP_OK) -- the answer is sent: exit(500) now would only log an error
   end
   -- The origin your clients sign for: configuration, never the Host header. Behind TLS or a
   -- proxy, set OKTA_API_ORIGIN to the public https origin.
