@@ -2,7 +2,6 @@
  * ES256/384/512 on P-256/384/521): their names, curves and sizes, and the SHA-2 digests,
  * fetched once per process and freed with the last Lua state that has the module open. */
 #include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 #include "jose/jose.h"
 
@@ -33,7 +32,7 @@ const EVP_MD *ok_alg_md(enum ok_alg alg) {
 /* The fetched digests live while some Lua state has the module open and go with the last one:
  * lua_close unloads the module, and a pointer left in its statics would leak them on every
  * load (LSan and valgrind: definitely lost). md_users counts the registry sentinels made by
- * ok_keys_open; the lock orders fetching against freeing across threads. */
+ * ok_md_cache_open; the lock orders fetching against freeing across threads. */
 static EVP_MD *md_cache[3];
 static int md_users;
 static pthread_mutex_t md_lock = PTHREAD_MUTEX_INITIALIZER;

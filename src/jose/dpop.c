@@ -319,10 +319,7 @@ static int proof_key(lua_State *L, int hidx, const proof_opts *o) {
     lua_getfield(L, -1, "message");
     return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }
-  lua_createtable(L, 0, 1);
-  lua_pushstring(L, ok_alg_name(alg));
-  lua_setfield(L, -2, "alg");
-  if (!ok_key_load(L, -2, -1)) {
+  if (!ok_key_load_alg(L, -1, alg)) {
     lua_getfield(L, -1, "message");
     return proof_fail(L, "jwk", bad_proof, lua_tostring(L, -1)), 0;
   }

@@ -44,6 +44,8 @@ size_t ok_alg_ec_size(enum ok_alg alg);         /* bytes of R (and of S) */
 ok_key *ok_key_check(lua_State *L, int idx);
 /* Loads any load_key source at idx (opts at optidx or 0): the key pushed and 1, or nil, err and 0. */
 int ok_key_load(lua_State *L, int idx, int optidx);
+/* ok_key_load of the JWK at jidx as a key for alg: the key pushed and 1, or nil, err and 0. */
+int ok_key_load_alg(lua_State *L, int jidx, enum ok_alg alg);
 /* When the load_key source at idx names a file: its permission bits (st_mode & 07777), else -1. */
 int ok_key_file_mode(lua_State *L, int idx);
 void ok_keys_open(lua_State *L);
@@ -64,6 +66,9 @@ int ok_pem_sign_check(const ok_key *k);
  * point at its members while the caller keeps the stack. NULL or why not. */
 const char *ok_jwk_load(lua_State *L, int idx, EVP_PKEY **out, const char *want_kid, const char **alg,
                         const char **kid);
+/* What ok_jwk_load asks of the JWK table at jidx's members before parsing: each a string when
+ * present, use "sig" when present. 1 when so (the key cache never finds a key it would refuse). */
+int ok_jwk_members_ok(lua_State *L, int jidx);
 
 /* ---- jws.c: compact JWS signing and verification ---- */
 /* Pushes header_b64 "." payload_b64 "." sig_b64 for the two JSON-encoded parts and returns 1,

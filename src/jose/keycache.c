@@ -102,7 +102,6 @@ static int add_b64_member(lua_State *L, luaL_Buffer *b, int jidx, const char *na
 /* RFC 7638 thumbprint of the JWK table at jidx, from its members as given, into tp[44]; 0 when
  * they are not an EC or RSA public key's in base64url (the importer then says what is wrong). */
 static int jwk_thumbprint(lua_State *L, int jidx, char tp[44]) {
-  static const char *const curves[] = {"P-256", "P-384", "P-521", NULL};
   const char *kty, *crv = NULL;
   unsigned char md[32];
   luaL_Buffer b;
@@ -111,8 +110,9 @@ static int jwk_thumbprint(lua_State *L, int jidx, char tp[44]) {
   lua_getfield(L, jidx, "kty");
   kty = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
   lua_getfield(L, jidx, "crv");
-  for (int i = 0; curves[i]; i++)
-    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), curves[i]) == 0) crv = curves[i];
+  for (int i = 0; i < 3; i++)
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), ok_alg_curve(OK_ES256 + i)) == 0)
+      crv = ok_alg_curve(OK_ES256 + i);
   if (strcmp(kty, "EC") != 0 && strcmp(kty, "RSA") != 0) { lua_settop(L, top); return 0; }
   luaL_buffinit(L, &b);
   if (kty[0] == 'E') {
@@ -141,42 +141,16 @@ static int jwk_thumbprint(lua_State *L, int jidx, char tp[44]) {
   return ok;
 }
 
-/* What load_key checks on a JWK beyond the thumbprint's members, so a cached key is never found
- * for a JWK the importer would refuse: every member it reads is a string when present, and
- * use, when present, is "sig". */
-static int jwk_members_ok(lua_State *L, int jidx) {
-  static const char *const names[] = {"kty", "n", "e", "d", "p", "q", "dp", "dq", "qi", "crv", "x", "y",
-                                      "alg", "kid", "use", NULL};
-  int ok = 1;
-  for (int i = 0; ok && names[i]; i++) {
-    lua_getfield(L, jidx, names[i]);
-    ok = lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING;
-    if (ok && !lua_isnil(L, -1) && strcmp(names[i], "use") == 0) ok = strcmp(lua_tostring(L, -1), "sig") == 0;
-    lua_pop(L, 1);
-  }
-  return ok;
-}
-
-/* Imports the JWK at jidx for alg (load_key's every check); pushes the key or nil, err. */
-static int import(lua_State *L, int jidx, int alg) {
-  int r;
-  lua_createtable(L, 0, 1);
-  lua_pushstring(L, ok_alg_name(alg));
-  lua_setfield(L, -2, "alg");
-  r = ok_key_load(L, jidx, lua_gettop(L));
-  lua_remove(L, r ? -2 : -3); /* the options table */
-  return r;
-}
-
 int ok_keycache_proof_key(lua_State *L, int cidx, int jidx, int alg, const char *jkt) {
   ok_keycache *c = luaL_checkudata(L, cidx, OK_KEYCACHE_MT);
   char tp[44], name[OK_SLOT_NAME];
   ok_key *k;
-  if (!jwk_members_ok(L, jidx) || !jwk_thumbprint(L, jidx, tp)) return import(L, jidx, alg); /* its error */
+  /* a JWK the importer would refuse is never found in the cache: the importer says why */
+  if (!ok_jwk_members_ok(L, jidx) || !jwk_thumbprint(L, jidx, tp)) return ok_key_load_alg(L, jidx, alg);
   if (jkt && strcmp(tp, jkt) != 0) return -1;
   snprintf(name, sizeof name, "%s:%s", tp, ok_alg_name(alg));
   if (kc_get(L, c, cidx, name)) return 1;
-  if (!import(L, jidx, alg)) return 0;
+  if (!ok_key_load_alg(L, jidx, alg)) return 0;
   k = ok_key_check(L, -1);
   /* members with leading zero bytes print another thumbprint than the key's own: not cached,
    * so a cached key's thumbprint is always the one its name says */

@@ -203,6 +203,17 @@ enum { F_KTY, F_N, F_E, F_D, F_P, F_Q, F_DP, F_DQ, F_QI, F_CRV, F_X, F_Y, F_ALG,
 static const char *const jwk_names[F_COUNT] = {"kty", "n", "e", "d", "p", "q", "dp", "dq", "qi",
                                                "crv", "x", "y", "alg", "kid", "use"};
 
+int ok_jwk_members_ok(lua_State *L, int jidx) {
+  int ok = 1;
+  for (int i = 0; ok && i < F_COUNT; i++) {
+    lua_getfield(L, jidx, jwk_names[i]);
+    ok = lua_isnil(L, -1) || lua_type(L, -1) == LUA_TSTRING;
+    if (ok && i == F_USE && !lua_isnil(L, -1)) ok = strcmp(lua_tostring(L, -1), "sig") == 0;
+    lua_pop(L, 1);
+  }
+  return ok;
+}
+
 /* Pushes an RSA JWK's members onto bld, their BIGNUMs into bns[8] (the caller frees them);
  * NULL or why not. */
 static const char *rsa_params(OSSL_PARAM_BLD *bld, const field *f, BIGNUM *bns[8], int *bad) {

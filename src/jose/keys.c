@@ -1,4 +1,4 @@
-/* keys.c: the key object: the alg table and fetched digests, its sources (a key object, a JWK
+/* keys.c: the key object: its sources (a key object, a JWK
  * table, PEM or JWK text, a file path; keyimport.c turns the bytes into a checked key),
  * generation, public JWK, thumbprint and PEM export. A key is parsed once; nothing here runs
  * on the signing path. */
@@ -10,11 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/decoder.h>
-#include <openssl/err.h>
-#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include "jose/jose.h"
 
@@ -152,6 +147,14 @@ int ok_key_load(lua_State *L, int idx, int optidx) {
   if (err) return ok_fail(L, "key", "%s", err), 0;
   lua_pushvalue(L, kidx);
   return 1;
+}
+
+int ok_key_load_alg(lua_State *L, int jidx, enum ok_alg alg) {
+  jidx = lua_absindex(L, jidx);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, ok_alg_name(alg));
+  lua_setfield(L, -2, "alg");
+  return ok_key_load(L, jidx, lua_gettop(L));
 }
 
 /*** oktadpop.load_key(source [, {passphrase=, kid=, alg=}])
