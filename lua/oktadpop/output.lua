@@ -255,8 +255,8 @@ function M.write_value(out, value, format, columns, opts)
   w:finish()
 end
 
--- A refusal to replace a file, said for people who can pass --force.
-local function file_error(err, what)
+--- A refusal to replace a file, said for people who can pass --force (what: words after the path).
+function M.file_error(err, what)
   if type(err) == "table" and err.exists then -- "<path> exists[ (a symbolic link)]: it is not replaced unless forced"
     return ("%s%s: pass --force to replace it"):format(err.message:match("^(.-): it is not replaced") or err.message, what or "")
   end
@@ -269,14 +269,14 @@ end
 -- path on failure, and what was there is untouched.
 function M.atomic_write(path, fill, opts)
   local file, err = oktadpop.outfile(path, {force = opts and opts.force, private = opts and opts.private})
-  if not file then return nil, file_error(err) end
+  if not file then return nil, M.file_error(err) end
   local ok, result = pcall(fill, file)
   if not ok then
     file:discard()
     return nil, result
   end
   local committed, cerr = file:commit()
-  if not committed then return nil, file_error(cerr) end
+  if not committed then return nil, M.file_error(cerr) end
   return result
 end
 
@@ -285,14 +285,14 @@ function M.save_key(key, path, force)
   local pem, err = key:to_pem(true)
   if not pem then return nil, tostring(err) end
   local file, ferr = oktadpop.outfile(path, {force = force, private = true})
-  if not file then return nil, file_error(ferr, " (it may be the key registered in Okta)") end
+  if not file then return nil, M.file_error(ferr, " (it may be the key registered in Okta)") end
   local written, werr = file:write(pem)
   if not written then
     file:discard()
-    return nil, file_error(werr)
+    return nil, M.file_error(werr)
   end
   local committed, cerr = file:commit()
-  if not committed then return nil, file_error(cerr, " (it may be the key registered in Okta)") end
+  if not committed then return nil, M.file_error(cerr, " (it may be the key registered in Okta)") end
   return true
 end
 

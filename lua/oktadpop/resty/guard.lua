@@ -297,7 +297,6 @@ function _M.new(opts)
   -- verify_dpop_proof's options, filled in per request: no table made on the hot path
   g.proof_opts = {htm = "GET", htu = "", ath = "", jkt = "", max_age = o.max_age, leeway = o.leeway, now = 0,
                   key_cache = g.proof_keys}
-  g.origin = o.origin
   return g
 end
 
@@ -342,10 +341,11 @@ function Guard:token(auth, now)
   local scheme, token = auth:match("^(%S+)%s+(%S+)%s*$")
   if not scheme then return nil, "invalid_request", "malformed Authorization header" end
   local ath = oktadpop.ath(token)
-  local entry, code, why = self.tokens:get(ath)
-  local index = entry and now <= entry.exp and (self.static and self.index or self:keys())
+  local entry = self.tokens:get(ath)
+  local index = entry and now <= entry.exp and self:keys()
   if not (index and index[entry.kid] == entry.key) then
     if entry then self.tokens:delete(ath) end
+    local code, why
     entry, code, why = self:verify_token(token, ath, now)
     if not entry then return nil, code, why end
   end
@@ -386,7 +386,7 @@ end
 -- @function guard:protect
 function Guard:protect()
   local now = self.clock()
-  local origin = self.origin or configured_origin(self.opts)
+  local origin = configured_origin(self.opts)
   if not origin then return misconfigured("set origin= (server_name is not one plain name, and the Host header is not trusted)") end
   local auth, proof = credentials()
   if not auth then return deny(self, ngx.HTTP_UNAUTHORIZED) end
