@@ -8,14 +8,11 @@ package.path = "bench/?.lua;" .. package.path
 local oktadpop = require "oktadpop"
 local cjson = require "cjson"
 local lib = require "lib"
+local util = require "spec.support.util"
 local dir, mode, n = arg[1], arg[2], tonumber(arg[3] or "1000")
 local HTU, ISSUER = "http://api.bench" .. (arg[4] or "/guarded"), "https://issuer.bench/oauth2/default"
 
-local function write(name, text)
-  local f = assert(io.open(dir .. "/" .. name, "wb"))
-  f:write(text)
-  f:close()
-end
+local function write(name, text) util.write(dir .. "/" .. name, text) end
 
 if mode == "setup" then
   local as = assert(oktadpop.generate_key("RS256", {kid = "bench-as"}))

@@ -16,6 +16,7 @@ local oktadpop = require "oktadpop"
 local lib = require "lib"
 local emulator = require "spec.support.emulator"
 local nginx = require "spec.support.nginx"
+local util = require "spec.support.util"
 
 local CLIENT_ID = "0oabenchpacing000001"
 local USERS_ONE = "GET /api/v1/users/{id}"
@@ -61,6 +62,7 @@ local function reads(c, n, concurrency)
   return lib.wall() - t0, #failed
 end
 
+local headless_dir, headless -- the header-less org's nginx, stopped whatever happens
 local ok, err = pcall(function()
   -- short windows
   local n, limit = 40, 10
@@ -80,15 +82,11 @@ local ok, err = pcall(function()
 
   -- no rate-limit headers: concurrency-bound
   n = 1000
-  local dir = os.tmpname()
-  os.remove(dir)
-  os.execute("mkdir -p " .. dir)
-  local server = nginx.headerless_org(dir, 0.05)
-  c = client(server.url)
+  headless_dir = util.sh("mktemp -d"):gsub("%s+$", "")
+  headless = nginx.headerless_org(headless_dir, 0.05)
+  c = client(headless.url)
   wall, failed = reads(c, n, 10)
   c:close()
-  server:stop()
-  os.execute("rm -rf " .. dir)
   lib.out("headless.n", n)
   lib.out("headless.wall_s", ("%.3f"):format(wall))
   lib.out("headless.floor_s", ("%.3f"):format(n * 0.05 / 10))
@@ -116,5 +114,7 @@ local ok, err = pcall(function()
   report("share", n, wall, (math.ceil(n / math.floor(limit * 0.25)) - 1) * 2, failed, USERS_ONE)
   c:close()
 end)
+if headless then headless:stop() end
+if headless_dir then os.execute("rm -rf " .. headless_dir) end
 emu:stop()
 if not ok then error(err, 0) end

@@ -1,11 +1,16 @@
 -- bench/report.lua RESULTS_FILE OUT.md: turns bench/run's "key value" lines into one table
 -- (printed) and bench/RESULTS.md (the table, the machine, the method, the profiles).
 local results_file, md_file = arg[1], arg[2]
-local R = {}
-for line in io.lines(results_file) do
-  local k, v = line:match("^(%S+) ?(.*)$")
-  if k then R[k] = v end
+-- A results file's "key value" lines as a table.
+local function read_results(path)
+  local T = {}
+  for line in io.lines(path) do
+    local k, v = line:match("^(%S+) ?(.*)$")
+    if k then T[k] = v end
+  end
+  return T
 end
+local R = read_results(results_file)
 local function num(k) return tonumber(R[k] or "") end
 
 local function fmt(n)
@@ -253,7 +258,7 @@ else
   w("All targets met.")
 end
 w()
-dofile("bench/reportbefore.lua")(R, fmt, w) -- BENCH_BEFORE: an older build's figures beside these
+dofile("bench/reportbefore.lua")(R, fmt, w, read_results) -- BENCH_BEFORE: an older build's figures beside these
 w("## Method")
 w()
 w("1. **Proofs/s**: `oktadpop.dpop_proof(key, {htm=\"GET\", htu=..., access_token=...})` in a tight")

@@ -2,20 +2,11 @@
 -- raw figures (RESULTS.tmp) of an older build measured on this machine just before this run
 -- (BENCH_BEFORE_NAME says which). Rates are compared as shares of their own run's reference
 -- (openssl speed, libcurl alone), so a busier machine in one run does not pass for a change.
--- Loaded with dofile; returns a function(R, fmt, w).
-local function load(path)
-  local R = {}
-  for line in io.lines(path) do
-    local k, v = line:match("^(%S+) (.*)$")
-    if k then R[k] = v end
-  end
-  return R
-end
-
-return function(R, fmt, w)
+-- Loaded with dofile; returns a function(R, fmt, w, read_results).
+return function(R, fmt, w, read_results)
   local path = os.getenv("BENCH_BEFORE")
   if not path or path == "" then return end
-  local B = load(path)
+  local B = read_results(path)
   local function n(T, k) return tonumber((T[k] or ""):match("^%S+")) end
   local function share(T, k, ref) local a, b = n(T, k), n(T, ref) return a and b and b > 0 and a / b or nil end
   local rows = {}
